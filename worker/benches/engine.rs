@@ -1,0 +1,274 @@
+//! Engine throughput: training and evaluation samples/s for the models of
+//! `bench/engine_pytorch.py`, batch 64, and the line-search evaluation path.
+//!
+//!     cargo bench -p ridgeline-worker --bench engine                 # candle only
+//!     cargo bench -p ridgeline-worker --bench engine -- --pytorch    # side by side
+//!
+//! Options: `--repeats N` (default 5), `--quick` (tiny sizes, 1 repeat),
+//! `--pytorch` (also runs the PyTorch script with the same thread count and
+//! prints its figures and the ratio candle/PyTorch beside each row).
+//! Threads: `RAYON_NUM_THREADS` (default here: 2, from `.cargo/config.toml`).
+//!
+//! Each figure is the median of the timed passes after one warm-up pass; a
+//! training pass is exactly what the worker's training loop does for one
+//! epoch (shuffle, gather, forward, loss, NaN check, backward, SGD step with
+//! momentum 0.9), an evaluation pass is forward-only in batches of 1024.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand_distr::{Distribution, StandardNormal};
+use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
+use ridgeline_common::{
+    DataSpec, DatasetSource, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
+};
+use ridgeline_worker::engine::data::{Dataset, Split};
+use ridgeline_worker::engine::landscape::{self, DirectionOptions, EvalOptions};
+use ridgeline_worker::engine::model::ModelRegistry;
+use ridgeline_worker::engine::rng;
+use ridgeline_worker::engine::train::{Flow, Trainer};
+
+const EVAL_BATCH: usize = 1024;
+
+struct Case {
+    name: &'static str,
+    model: ModelSpec,
+    shape: Vec<usize>,
+    n: usize,
+    quick_n: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let mlp = |h| {
+        ModelSpec::Mlp(MlpSpec {
+            hidden: vec![h],
+            activation: Activation::Relu,
+            init: Default::default(),
+        })
+    };
+    vec![
+        Case {
+            name: "mlp_784_256_10",
+            model: mlp(256),
+            shape: vec![784],
+            n: 4096,
+            quick_n: 256,
+        },
+        Case {
+            name: "cnn_small",
+            model: ModelSpec::Cnn(CnnSpec {
+                channels: vec![16, 32],
+                kernel: 3,
+                stride: 1,
+                pool: Pool::Max,
+                dense: vec![],
+                activation: Activation::Relu,
+                init: Default::default(),
+            }),
+            shape: vec![1, 28, 28],
+            n: 2048,
+            quick_n: 128,
+        },
+        Case {
+            name: "mlp_64_128_10",
+            model: mlp(128),
+            shape: vec![64],
+            n: 4096,
+            quick_n: 256,
+        },
+    ]
+}
+
+fn random_dataset(shape: &[usize], n: usize, dev: &Device) -> Dataset {
+    let el: usize = shape.iter().product();
+    let mut r = rng::stream(0, "bench", 0);
+    let x: Vec<f32> = (0..n * el).map(|_| StandardNormal.sample(&mut r)).collect();
+    let y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 10).collect();
+    let mut dims = vec![n];
+    dims.extend_from_slice(shape);
+    let split = |x: &[f32], y: &[u32], len: usize, dims: Vec<usize>| Split {
+        x: Tensor::from_slice(x, dims, dev).expect("bench data"),
+        y: Tensor::from_slice(y, len, dev).expect("bench data"),
+        len,
+    };
+    let mut hd = vec![1];
+    hd.extend_from_slice(shape);
+    Dataset {
+        name: "random".into(),
+        task: Task::Classification,
+        input_shape: shape.to_vec(),
+        outputs: 10,
+        train: split(&x, &y, n, dims),
+        heldout: split(&x[..el], &y[..1], 1, hd),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed(repeats: usize, mut pass: impl FnMut() -> usize) -> f64 {
+    pass();
+    median(
+        (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                let n = pass();
+                n as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let with_pytorch = args.iter().any(|a| a == "--pytorch");
+    let repeats = args
+        .iter()
+        .position(|a| a == "--repeats")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let threads: usize = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let dev = Device::Cpu;
+    let reg = ModelRegistry::default();
+
+    let torch = if with_pytorch {
+        pytorch(threads, repeats, quick)
+    } else {
+        HashMap::new()
+    };
+
+    println!("candle 0.11 on CPU, RAYON_NUM_THREADS={threads}, float32, median of {repeats}; train batch 64, eval batch {EVAL_BATCH}");
+    println!(
+        "{:<16} {:<12} {:>9} {:>14} {:>14} {:>8}",
+        "model", "phase", "examples", "candle/s", "pytorch/s", "ratio"
+    );
+    for case in cases() {
+        let n = if quick { case.quick_n } else { case.n };
+        let data = Arc::new(random_dataset(&case.shape, n, &dev));
+        let spec = RunSpec {
+            data: DataSpec::new(DatasetSource::Glyphs(Default::default())), // not used: data given directly
+            model: case.model.clone(),
+            optimizer: OptimizerSpec::sgd(),
+            schedule: ScheduleSpec::constant(0.01, Some(0.9)),
+            epochs: 1_000_000,
+            batch_size: 64,
+            seed: 0,
+            train_eval_size: 1,
+            report_every_batches: None,
+            metric: None,
+        };
+        let mut t = Trainer::new(&spec, data.clone(), &dev, &reg).expect("trainer");
+        let mut epoch = 0;
+        let train = timed(repeats, || {
+            epoch += 1;
+            t.run(epoch, &mut |_: &ridgeline_common::EpochReport| {
+                Flow::Continue
+            })
+            .expect("train");
+            n
+        });
+        let net = t.network();
+        let eval = timed(repeats, || {
+            let mut s = 0;
+            while s < n {
+                let len = EVAL_BATCH.min(n - s);
+                net.forward(&data.train.x.narrow(0, s, len).expect("narrow"))
+                    .expect("forward");
+                s += len;
+            }
+            n
+        });
+        // Line search: 9 points along a random direction, train loss/metric on
+        // all n examples per point (heldout is one example here).
+        let theta0 = net.weights().expect("weights");
+        let d = landscape::random_direction(&theta0, net.roles(), 1, DirectionOptions::default())
+            .expect("dir");
+        let alphas = landscape::linspace(-1.0, 1.0, 9);
+        let opts = EvalOptions {
+            train_eval_size: n,
+            eval_batch: EVAL_BATCH,
+        };
+        let line = timed(repeats, || {
+            landscape::line_search(net, &theta0, &d, &alphas, &data, opts, |_| true)
+                .expect("line search");
+            n * alphas.len()
+        });
+        for (phase, rate) in [("train", train), ("eval", eval), ("line_search", line)] {
+            let reference = torch
+                .get(&(case.name.to_string(), phase.to_string()))
+                .copied();
+            println!(
+                "{:<16} {:<12} {:>9} {:>14.0} {:>14} {:>8}",
+                case.name,
+                phase,
+                n,
+                rate,
+                reference.map_or("-".into(), |r| format!("{r:.0}")),
+                reference.map_or("-".into(), |r| format!("{:.2}×", rate / r)),
+            );
+        }
+    }
+    if with_pytorch && torch.is_empty() {
+        println!("(PyTorch figures unavailable: see the message above)");
+    }
+}
+
+/// Runs `bench/engine_pytorch.py --json` and returns samples/s by (model,
+/// phase). The line-search row has no PyTorch equivalent in the script; it
+/// is compared with PyTorch's eval figure (a line search is n·points
+/// forward passes there).
+fn pytorch(threads: usize, repeats: usize, quick: bool) -> HashMap<(String, String), f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/engine_pytorch.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg("--json").args([
+        "--threads",
+        &threads.to_string(),
+        "--repeats",
+        &repeats.to_string(),
+    ]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = match cmd.output() {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!(
+                "PyTorch reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return HashMap::new();
+        }
+        Err(e) => {
+            eprintln!("cannot run python3 for the PyTorch reference: {e}");
+            return HashMap::new();
+        }
+    };
+    let mut m = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(model), Some(phase), Some(rate)) = (
+            v.get("model").and_then(|x| x.as_str()),
+            v.get("phase").and_then(|x| x.as_str()),
+            v.get("samples_per_s").and_then(|x| x.as_f64()),
+        ) else {
+            continue;
+        };
+        m.insert((model.to_string(), phase.to_string()), rate);
+        if phase == "eval" {
+            m.insert((model.to_string(), "line_search".to_string()), rate);
+        }
+    }
+    m
+}

@@ -1,0 +1,176 @@
+//! Loss and metrics of a network on a split: cross-entropy and accuracy for
+//! classification; mean squared error, R² and Pearson r for regression.
+
+use candle_core::{DType, Tensor, D};
+use ridgeline_common::{MetricKind, Metrics, Task};
+
+use crate::engine::data::Split;
+use crate::engine::error::Result;
+use crate::engine::model::Network;
+
+/// The training loss of a batch: mean cross-entropy over examples
+/// (classification) or mean squared error over all entries (regression).
+pub fn loss(task: Task, out: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    match task {
+        Task::Classification => candle_nn::loss::cross_entropy(out, y),
+        Task::Regression => candle_nn::loss::mse(out, y),
+    }
+}
+
+/// Evaluates `net` on all of `split` in batches of `eval_batch`.
+pub fn evaluate(
+    net: &Network,
+    split: &Split,
+    task: Task,
+    metric: MetricKind,
+    eval_batch: usize,
+) -> Result<Metrics> {
+    let n = split.len;
+    let bs = eval_batch.max(1);
+    match task {
+        Task::Classification => {
+            let mut loss_sum = 0f64;
+            let mut correct = 0f64;
+            let mut start = 0;
+            while start < n {
+                let len = bs.min(n - start);
+                let x = split.x.narrow(0, start, len)?;
+                let y = split.y.narrow(0, start, len)?;
+                let logits = net.forward(&x)?;
+                let l = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?;
+                loss_sum += l.to_scalar::<f64>()? * len as f64;
+                let hit = logits
+                    .argmax(D::Minus1)?
+                    .eq(&y)?
+                    .to_dtype(DType::F64)?
+                    .sum_all()?;
+                correct += hit.to_scalar::<f64>()?;
+                start += len;
+            }
+            let denom = n.max(1) as f64;
+            let accuracy = correct / denom;
+            Ok(Metrics {
+                loss: loss_sum / denom,
+                metric: accuracy,
+                accuracy: Some(accuracy),
+                r2: None,
+                pearson: None,
+            })
+        }
+        Task::Regression => {
+            let mut preds: Vec<f32> = Vec::new();
+            let mut start = 0;
+            while start < n {
+                let len = bs.min(n - start);
+                let p = net.forward(&split.x.narrow(0, start, len)?)?;
+                preds.extend(p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                start += len;
+            }
+            let targets = split
+                .y
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            let width = split.y.dims().get(1).copied().unwrap_or(1).max(1);
+            let r = regression_metrics(&preds, &targets, width);
+            let metric_value = match metric {
+                MetricKind::Pearson => r.pearson,
+                _ => r.r2,
+            };
+            Ok(Metrics {
+                loss: r.mse,
+                metric: metric_value,
+                accuracy: None,
+                r2: Some(r.r2),
+                pearson: Some(r.pearson),
+            })
+        }
+    }
+}
+
+/// Regression figures, each averaged uniformly over outputs (as
+/// scikit-learn's `r2_score` default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegressionMetrics {
+    pub mse: f64,
+    pub r2: f64,
+    pub pearson: f64,
+}
+
+/// `pred` and `target` are row-major `[n, width]`. Non-finite predictions
+/// give non-finite figures (a diverged model), never a panic. An output with
+/// constant targets counts R² = 0 / r = 0 for that output.
+pub fn regression_metrics(pred: &[f32], target: &[f32], width: usize) -> RegressionMetrics {
+    let width = width.max(1);
+    let n = pred.len().min(target.len()) / width;
+    if n == 0 {
+        return RegressionMetrics {
+            mse: f64::NAN,
+            r2: f64::NAN,
+            pearson: f64::NAN,
+        };
+    }
+    let mut sq = 0f64;
+    let (mut r2_sum, mut r_sum) = (0f64, 0f64);
+    for j in 0..width {
+        let col = |v: &[f32], i: usize| v[i * width + j] as f64;
+        let (mut mp, mut mt) = (0f64, 0f64);
+        for i in 0..n {
+            mp += col(pred, i);
+            mt += col(target, i);
+        }
+        mp /= n as f64;
+        mt /= n as f64;
+        let (mut ss_res, mut ss_tot, mut spp, mut spt) = (0f64, 0f64, 0f64, 0f64);
+        for i in 0..n {
+            let (p, t) = (col(pred, i), col(target, i));
+            ss_res += (p - t) * (p - t);
+            ss_tot += (t - mt) * (t - mt);
+            spp += (p - mp) * (p - mp);
+            spt += (p - mp) * (t - mt);
+        }
+        sq += ss_res;
+        r2_sum += if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            0.0
+        };
+        r_sum += if spp > 0.0 && ss_tot > 0.0 {
+            spt / (spp * ss_tot).sqrt()
+        } else if spp.is_finite() {
+            0.0
+        } else {
+            f64::NAN
+        };
+    }
+    RegressionMetrics {
+        mse: sq / (n * width) as f64,
+        r2: r2_sum / width as f64,
+        pearson: r_sum / width as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_metrics_match_hand_computation() {
+        // One output: targets 1,2,3,4; predictions 1.5,2,2.5,4.5.
+        let r = regression_metrics(&[1.5, 2.0, 2.5, 4.5], &[1., 2., 3., 4.], 1);
+        assert!((r.mse - 0.1875).abs() < 1e-12);
+        // ss_res = .75, ss_tot = 5 → R² = .85
+        assert!((r.r2 - 0.85).abs() < 1e-12);
+        // numpy.corrcoef([1.5,2,2.5,4.5],[1,2,3,4])[0,1] = 0.9326733179802504
+        assert!((r.pearson - 0.932_673_317_980_250_4).abs() < 1e-12);
+        // Two outputs averaged; a perfect column gives 1.
+        let r = regression_metrics(
+            &[1., 1.5, 2., 2., 3., 2.5, 4., 4.5],
+            &[1., 1., 2., 2., 3., 3., 4., 4.],
+            2,
+        );
+        assert!((r.r2 - (1.0 + 0.85) / 2.0).abs() < 1e-12);
+        let r = regression_metrics(&[f32::NAN, 1.], &[1., 2.], 1);
+        assert!(!r.mse.is_finite() && !r.r2.is_finite());
+    }
+}
