@@ -294,6 +294,14 @@ mod tests {
     }
 
     #[test]
+    fn absurd_class_counts_are_refused_before_anything_is_allocated() {
+        let mut raw = toy(4);
+        raw.outputs = 4_000_000_000;
+        let err = raw.check().unwrap_err().to_string();
+        assert!(err.contains("4000000000 classes"), "{err}");
+    }
+
+    #[test]
     fn heldout_split_is_fixed_disjoint_and_sized() {
         let spec = DataSpec::new(DatasetSource::Glyphs(Default::default()));
         let raw = toy(50);

@@ -96,6 +96,11 @@ pub struct RawDataset {
     pub heldout: Option<RawSplit>,
 }
 
+/// The most classes (or regression outputs) a dataset may declare. A label
+/// file whose largest label is huge would otherwise size the output layer
+/// from it.
+pub const MAX_OUTPUTS: usize = 100_000;
+
 impl RawDataset {
     /// Number of f32 values per example.
     pub fn example_len(&self) -> usize {
@@ -114,6 +119,13 @@ impl RawDataset {
         }
         if self.outputs == 0 {
             return Err(DataError::Invalid(format!("{}: no outputs", self.name)));
+        }
+        if self.outputs > MAX_OUTPUTS {
+            return Err(DataError::Invalid(format!(
+                "{}: {} classes/outputs is more than the {MAX_OUTPUTS} supported \
+                 (a label column holding ids or measurements rather than classes?)",
+                self.name, self.outputs
+            )));
         }
         let splits = std::iter::once(("train", &self.train))
             .chain(self.heldout.iter().map(|h| ("heldout", h)));
