@@ -3,13 +3,25 @@
 //! * [`spec`]: what one training run is made of (data, model, optimizer,
 //!   schedule), as serde structs that are sections of a job file, each with a
 //!   validating `validate()` that names the offending field.
+//! * [`proto`]: the generated gRPC code (`proto/ridgeline/v1`), and
+//!   [`wire`]: conversions between wire messages and these types.
+//! * [`ids`]: `JobId`, `TaskId`, `WorkerId`.
+//! * [`job`]: a job file (`kind` + shared run settings + its section), and
+//!   [`task`]: what one worker task is asked to do.
 //! * [`schedule`]: learning-rate and momentum schedules as small pure
 //!   functions of the (fractional) epoch.
 
+pub mod ids;
+pub mod job;
+pub mod proto;
 pub mod report;
 pub mod schedule;
 pub mod spec;
+pub mod task;
+pub mod wire;
 
+pub use ids::{JobId, TaskId, WorkerId};
+pub use job::{JobKind, JobSpec};
 pub use report::{EpochReport, LinePoint, Metrics, RunOutcome};
 pub use schedule::{LrSchedule, MomentumSchedule, ScheduleSpec};
 pub use spec::{

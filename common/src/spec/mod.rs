@@ -47,7 +47,7 @@ impl SpecError {
 }
 
 /// Helpers shared by the validators.
-pub(crate) fn check_positive(field: &str, v: f64) -> Result<(), SpecError> {
+pub fn check_positive(field: &str, v: f64) -> Result<(), SpecError> {
     if !v.is_finite() || v <= 0.0 {
         return Err(SpecError::new(
             field,
@@ -57,7 +57,7 @@ pub(crate) fn check_positive(field: &str, v: f64) -> Result<(), SpecError> {
     Ok(())
 }
 
-pub(crate) fn check_non_negative(field: &str, v: f64) -> Result<(), SpecError> {
+pub fn check_non_negative(field: &str, v: f64) -> Result<(), SpecError> {
     if !v.is_finite() || v < 0.0 {
         return Err(SpecError::new(
             field,
@@ -67,7 +67,7 @@ pub(crate) fn check_non_negative(field: &str, v: f64) -> Result<(), SpecError> {
     Ok(())
 }
 
-pub(crate) fn check_unit_interval(field: &str, v: f64) -> Result<(), SpecError> {
+pub fn check_unit_interval(field: &str, v: f64) -> Result<(), SpecError> {
     if !v.is_finite() || !(0.0..1.0).contains(&v) {
         return Err(SpecError::new(field, format!("must be in [0, 1), got {v}")));
     }

@@ -1,0 +1,147 @@
+//! `coordinator`: serves the head node (`serve`) and is the researchers'
+//! client (`submit`, `status`, `watch`, `list`, `cancel`, `workers`,
+//! `export`). Thin: flags are parsed here, everything else is the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ridgeline_coordinator::scheduler::SchedulerConfig;
+use ridgeline_coordinator::{serve, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "coordinator",
+    version,
+    about = "Ridgeline coordinator and client"
+)]
+struct Cli {
+    /// The coordinator to talk to (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "RIDGELINE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    coordinator: String,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator on this machine (the head node).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        listen: SocketAddr,
+        /// Where the database and artifacts live.
+        #[arg(long, env = "RIDGELINE_DATA_DIR", default_value = "ridgeline-data")]
+        data_dir: PathBuf,
+        /// Seconds without a heartbeat after which a worker's tasks are
+        /// handed to others.
+        #[arg(long, default_value_t = 30.0)]
+        lease_ttl: f64,
+        /// Seconds between worker heartbeats.
+        #[arg(long, default_value_t = 3.0)]
+        heartbeat: f64,
+    },
+    #[command(flatten)]
+    Client(ridgeline_coordinator::client::ClientCommand),
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    if !(s.is_finite() && s > 0.0) {
+        anyhow::bail!("--{name} must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the whole chain of causes on one line, no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            lease_ttl,
+            heartbeat,
+        } => {
+            init_logs(&cli.log_format);
+            let mut config = ServerConfig::new(data_dir);
+            config.scheduler = SchedulerConfig {
+                lease_ttl: seconds("lease-ttl", lease_ttl)?,
+                heartbeat_interval: seconds("heartbeat", heartbeat)?,
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            // Print the bound address (port 0 picks one) for scripts.
+            println!("listening on {}", listener.local_addr()?);
+            let shutdown = CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                on_signal.cancel();
+            });
+            serve(listener, config, shutdown).await?;
+            Ok(())
+        }
+        Command::Client(cmd) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logs(&cli.log_format);
+            }
+            ridgeline_coordinator::client::run(cmd, &cli.coordinator).await
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,884 @@
+//! The scheduler: the one owner of job and task state. Every change goes
+//! through a method here, runs as one store transaction, and is published to
+//! watchers only after it is committed.
+//!
+//! Task lifecycle (attempt numbers start at 1):
+//!
+//! ```text
+//!            lease                 complete
+//! pending ─────────► leased ───────────────────► done
+//!    ▲                 │  fail (retryable) or lease expired,
+//!    └─────────────────┘  attempt + 1 (while attempt < max_attempts)
+//!                      │
+//!                      └──► failed   (attempts used up, or not retryable:
+//!                                     the job fails with the reason)
+//! pending/leased ──► cancelled       (job cancelled, or an earlier chunk of
+//!                                     the run diverged)
+//! ```
+//!
+//! A report, completion or failure is accepted only from the worker holding
+//! the task's current attempt; anything else is refused and never counted.
+//! Resent reports (same attempt and seq) are acknowledged but stored once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prost::Message;
+use ridgeline_common::job::{JobFormat, JobSpec};
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::proto::PROTOCOL_VERSION;
+use ridgeline_common::task::TaskSpec;
+use ridgeline_common::{JobId, TaskId, WorkerId};
+use rusqlite::{params, OptionalExtension, Transaction};
+use tokio::sync::broadcast;
+
+use crate::error::{CoordError, Result};
+use crate::planner;
+use crate::store::{self, JobRow, Store, TaskRow, TASK_COLS};
+
+/// Timing of leases and heartbeats.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// A leased task whose worker has not been heard of for this long is
+    /// handed to another worker.
+    pub lease_ttl: Duration,
+    /// How often workers call Lease (the heartbeat).
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A committed event of a job, as published to watchers.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub job_id: String,
+    pub event: pb::JobEvent,
+}
+
+pub struct Scheduler {
+    /// The store is the state; one lock makes every change a single-writer
+    /// transaction (they are short: a few rows each).
+    store: Mutex<Store>,
+    events: broadcast::Sender<Published>,
+    config: SchedulerConfig,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn job_state_pb(s: &str) -> pb::JobState {
+    match s {
+        "queued" => pb::JobState::Queued,
+        "running" => pb::JobState::Running,
+        "succeeded" => pb::JobState::Succeeded,
+        "failed" => pb::JobState::Failed,
+        "cancelled" => pb::JobState::Cancelled,
+        _ => pb::JobState::Unspecified,
+    }
+}
+
+fn task_state_pb(s: &str) -> pb::TaskState {
+    match s {
+        "pending" => pb::TaskState::Pending,
+        "leased" => pb::TaskState::Leased,
+        "done" => pb::TaskState::Done,
+        "failed" => pb::TaskState::Failed,
+        "cancelled" => pb::TaskState::Cancelled,
+        _ => pb::TaskState::Unspecified,
+    }
+}
+
+pub fn is_terminal(job_state: &str) -> bool {
+    matches!(job_state, "succeeded" | "failed" | "cancelled")
+}
+
+fn task_event(t: &TaskRow, state: &str, message: &str) -> pb::job_event::Kind {
+    pb::job_event::Kind::Task(pb::TaskEvent {
+        task_id: t.id.clone(),
+        state: task_state_pb(state) as i32,
+        attempt: t.attempt,
+        worker_id: t.worker_id.clone(),
+        message: message.to_string(),
+    })
+}
+
+fn job_change(state: &str, message: &str) -> pb::job_event::Kind {
+    pb::job_event::Kind::Job(pb::JobStateChange {
+        state: job_state_pb(state) as i32,
+        message: message.to_string(),
+    })
+}
+
+impl Scheduler {
+    pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
+        let (events, _) = broadcast::channel(4096);
+        Scheduler {
+            store: Mutex::new(store),
+            events,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-done change:
+        // the transaction is rolled back when it is dropped.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a write transaction and publishes the events it appended.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction, &mut Vec<Published>) -> Result<T>,
+    ) -> Result<T> {
+        let mut published = vec![];
+        let out = self.lock().write(|tx| f(tx, &mut published))?;
+        for p in published {
+            // No receiver is fine: nobody is watching.
+            let _ = self.events.send(p);
+        }
+        Ok(out)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.events.subscribe()
+    }
+
+    // ------------------------------------------------------------ jobs
+
+    /// Validates and stores a job with all its tasks, atomically.
+    pub fn submit(&self, text: &str, format: JobFormat) -> Result<JobId> {
+        if text.len() > 1 << 20 {
+            return Err(CoordError::InvalidArgument(
+                "job file: larger than 1 MiB".into(),
+            ));
+        }
+        let spec =
+            JobSpec::parse(text, format).map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        for f in spec.data.source.files() {
+            if !f.exists() {
+                return Err(CoordError::InvalidArgument(format!(
+                    "`data.source`: {} does not exist on the coordinator (file datasets must be on a path every \
+                     machine can read)",
+                    f.display()
+                )));
+            }
+        }
+        let tasks = planner::plan(&spec);
+        if tasks.is_empty() {
+            return Err(CoordError::InvalidArgument(
+                "the job has nothing to run".into(),
+            ));
+        }
+        let id = JobId::new();
+        let now = now_ms();
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| CoordError::InvalidArgument(format!("job: {e}")))?;
+        self.write(|tx, published| {
+            tx.execute(
+                "INSERT INTO jobs(id, name, kind, spec, state, device, max_attempts, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![
+                    id.to_string(),
+                    spec.display_name(),
+                    spec.kind.as_str(),
+                    spec_json,
+                    spec.device.as_str(),
+                    spec.max_attempts,
+                    now
+                ],
+            )?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+            )?;
+            for (i, t) in tasks.iter().enumerate() {
+                st.execute(params![
+                    t.id.to_string(),
+                    id.to_string(),
+                    i as i64,
+                    t.stage,
+                    t.label,
+                    t.curve,
+                    t.after.map(|a| a.to_string()),
+                    t.last_chunk as i64,
+                    t.spec.to_json(),
+                ])?;
+            }
+            let ev = store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
+            published.push(Published {
+                job_id: id.to_string(),
+                event: ev,
+            });
+            Ok(())
+        })?;
+        tracing::info!(job_id = %id, kind = spec.kind.as_str(), tasks = tasks.len(), "job submitted");
+        Ok(id)
+    }
+
+    fn require_job(&self, job_id: &str) -> Result<JobRow> {
+        let id = JobId::parse("job_id", job_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        store::get_job(self.lock().read(), &id.to_string())?
+            .ok_or_else(|| CoordError::NotFound(format!("no job {id}")))
+    }
+
+    /// The job's state with per-stage and per-task progress.
+    pub fn job_status(&self, job_id: &str) -> Result<pb::JobStatus> {
+        let job = self.require_job(job_id)?;
+        let tasks = store::job_tasks(self.lock().read(), &job.id)?;
+        Ok(status_of(&job, &tasks, true))
+    }
+
+    pub fn list_jobs(&self) -> Result<Vec<pb::JobStatus>> {
+        let store = self.lock();
+        let mut out = vec![];
+        for job in store::all_jobs(store.read())? {
+            let tasks = store::job_tasks(store.read(), &job.id)?;
+            out.push(status_of(&job, &tasks, false));
+        }
+        Ok(out)
+    }
+
+    /// Stored events of a job after `seq`, and whether the job has ended.
+    pub fn events_after(&self, job_id: &str, seq: u64) -> Result<(Vec<pb::JobEvent>, bool)> {
+        let store = self.lock();
+        let job = store::get_job(store.read(), job_id)?
+            .ok_or_else(|| CoordError::NotFound(format!("no job {job_id}")))?;
+        Ok((
+            store::events_after(store.read(), job_id, seq)?,
+            is_terminal(&job.state),
+        ))
+    }
+
+    pub fn cancel(&self, job_id: &str) -> Result<pb::JobState> {
+        let job = self.require_job(job_id)?;
+        if is_terminal(&job.state) {
+            return Ok(job_state_pb(&job.state));
+        }
+        let now = now_ms();
+        self.write(|tx, published| {
+            let tasks = live_tasks(tx, &job.id)?;
+            for t in &tasks {
+                tx.execute(
+                    "UPDATE tasks SET state = 'cancelled' WHERE id = ?1",
+                    [&t.id],
+                )?;
+                let ev = store::append_event(
+                    tx,
+                    &job.id,
+                    now,
+                    task_event(t, "cancelled", "job cancelled"),
+                )?;
+                published.push(Published {
+                    job_id: job.id.clone(),
+                    event: ev,
+                });
+            }
+            finish_job(
+                tx,
+                &job.id,
+                "cancelled",
+                "cancelled by the user",
+                now,
+                published,
+            )
+        })?;
+        tracing::info!(job_id = %job.id, "job cancelled");
+        Ok(pb::JobState::Cancelled)
+    }
+
+    /// Every measurement of the job, one per (curve, step / point / end).
+    pub fn measurements(&self, job_id: &str) -> Result<(JobRow, Vec<pb::Progress>)> {
+        let job = self.require_job(job_id)?;
+        let store = self.lock();
+        let mut st = store.read().prepare_cached(
+            "SELECT payload FROM measurements WHERE job_id = ?1 ORDER BY curve, kind, key",
+        )?;
+        let rows = st.query_map([&job.id], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = vec![];
+        for b in rows {
+            let b = b?;
+            out.push(pb::Progress::decode(b.as_slice()).map_err(|e| {
+                CoordError::Storage(format!("measurement of job {} is corrupt: {e}", job.id))
+            })?);
+        }
+        Ok((job, out))
+    }
+
+    // --------------------------------------------------------- workers
+
+    pub fn register(&self, req: &pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(CoordError::FailedPrecondition(format!(
+                "this coordinator speaks protocol version {PROTOCOL_VERSION}; the worker speaks {}: upgrade the \
+                 older of the two",
+                req.protocol_version
+            )));
+        }
+        if req.slots == 0 || req.slots > 1024 {
+            return Err(CoordError::InvalidArgument(
+                "`slots`: must be between 1 and 1024".into(),
+            ));
+        }
+        if !(req.device == "cpu" || req.device.starts_with("cuda:")) {
+            return Err(CoordError::InvalidArgument(format!(
+                "`device`: `{}` is not cpu or cuda:N",
+                req.device
+            )));
+        }
+        let now = now_ms();
+        // A worker coming back after a cut keeps its id, so the leases it
+        // still holds stay valid.
+        let previous = WorkerId::parse("previous_worker_id", &req.previous_worker_id).ok();
+        let id = self.write(|tx, _| {
+            let known = match previous {
+                Some(p) => tx
+                    .query_row("SELECT id FROM workers WHERE id = ?1", [p.to_string()], |r| r.get::<_, String>(0))
+                    .optional()?,
+                None => None,
+            };
+            let id = known.unwrap_or_else(|| WorkerId::new().to_string());
+            tx.execute(
+                "INSERT INTO workers(id, name, device, slots, memory, registered_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, device = ?3, slots = ?4, memory = ?5, last_seen_ms = ?6",
+                params![id, clip(&req.name, 200), req.device, req.slots, req.memory_bytes as i64, now],
+            )?;
+            Ok(id)
+        })?;
+        tracing::info!(worker_id = %id, name = %req.name, device = %req.device, slots = req.slots, "worker registered");
+        Ok(pb::RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+            lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+        })
+    }
+
+    /// The heartbeat: renews the worker's leases, tells it what to stop, and
+    /// hands it up to `free_slots` runnable tasks.
+    pub fn lease(&self, req: &pb::LeaseRequest) -> Result<pb::LeaseResponse> {
+        let worker = WorkerId::parse("worker_id", &req.worker_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        let worker = worker.to_string();
+        let now = now_ms();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        let free = req.free_slots.min(64) as usize;
+        self.write(|tx, published| {
+            let device: String = tx
+                .query_row("SELECT device FROM workers WHERE id = ?1", [&worker], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| CoordError::NotFound(format!("worker {worker} is not registered: register again")))?;
+            tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
+            let mut stop = vec![];
+            for r in &req.running {
+                let current = tx
+                    .query_row(
+                        "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
+                        [&r.task_id],
+                        |row| Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
+                    )
+                    .optional()?;
+                match current {
+                    Some((attempt, state, w)) if attempt == r.attempt && state == "leased" && w == worker => {
+                        tx.execute(
+                            "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
+                            params![r.task_id, now + ttl],
+                        )?;
+                    }
+                    _ => stop.push(r.task_id.clone()),
+                }
+            }
+            let mut tasks = vec![];
+            if free > 0 {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {cols} FROM tasks t JOIN jobs j ON j.id = t.job_id
+                     WHERE t.state = 'pending' AND j.state IN ('queued', 'running')
+                       AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
+                       AND (j.device = 'any' OR (j.device = 'cpu' AND ?1 = 'cpu') OR (j.device = 'cuda' AND ?1 LIKE 'cuda%'))
+                     ORDER BY j.created_ms, t.ordinal LIMIT ?2",
+                    cols = TASK_COLS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+                ))?;
+                let picked = st
+                    .query_map(params![device, free as i64], store::task_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for mut t in picked {
+                    let mut spec = TaskSpec::from_json(&t.spec)
+                        .map_err(|e| CoordError::Storage(format!("task {} has a corrupt spec: {e}", t.id)))?;
+                    if let (TaskSpec::Train(train), Some(after)) = (&mut spec, &t.after) {
+                        let ckpt: String =
+                            tx.query_row("SELECT checkpoint FROM tasks WHERE id = ?1", [after], |r| r.get(0))?;
+                        if ckpt.is_empty() {
+                            return Err(CoordError::Storage(format!(
+                                "task {after} is done but left no checkpoint for {}",
+                                t.id
+                            )));
+                        }
+                        train.checkpoint = Some(ckpt);
+                    }
+                    tx.execute(
+                        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3 WHERE id = ?1",
+                        params![t.id, worker, now + ttl],
+                    )?;
+                    t.worker_id = worker.clone();
+                    let job_state: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
+                    if job_state == "queued" {
+                        tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", [&t.job_id])?;
+                        let ev = store::append_event(tx, &t.job_id, now, job_change("running", "first task leased"))?;
+                        published.push(Published {
+                            job_id: t.job_id.clone(),
+                            event: ev,
+                        });
+                    }
+                    let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "leased", ""))?;
+                    published.push(Published {
+                        job_id: t.job_id.clone(),
+                        event: ev,
+                    });
+                    tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, "task leased");
+                    tasks.push(pb::TaskAssignment {
+                        task_id: t.id.clone(),
+                        attempt: t.attempt,
+                        job_id: t.job_id.clone(),
+                        spec_json: spec.to_json(),
+                    });
+                }
+            }
+            Ok(pb::LeaseResponse { tasks, stop })
+        })
+    }
+
+    /// The task row if `worker` holds its `attempt`; otherwise the refusal.
+    fn current_lease(
+        tx: &Transaction,
+        task_id: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> Result<TaskRow> {
+        let id = TaskId::parse("task_id", task_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        let t = tx
+            .query_row(
+                &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+                [id.to_string()],
+                store::task_row,
+            )
+            .optional()?
+            .ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
+        if t.state != "leased" || t.attempt != attempt || t.worker_id != worker {
+            return Err(CoordError::FailedPrecondition(format!(
+                "task {id} attempt {attempt} is not leased to worker {worker} (the task is {} at attempt {}): \
+                 report refused",
+                t.state, t.attempt
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Stores one report of measurements (idempotent by seq).
+    pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse> {
+        if req.items.len() > 10_000 {
+            return Err(CoordError::InvalidArgument(
+                "`items`: more than 10000 in one report".into(),
+            ));
+        }
+        let now = now_ms();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        self.write(|tx, published| {
+            let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+            tx.execute(
+                "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
+                params![t.id, now + ttl],
+            )?;
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO reports(task_id, attempt, seq) VALUES (?1, ?2, ?3)",
+                params![t.id, req.attempt, req.seq as i64],
+            )? == 1;
+            if fresh {
+                for item in &req.items {
+                    let mut item = item.clone();
+                    // Measurements belong to the task's curve, whatever the
+                    // worker wrote.
+                    item.curve = t.curve.clone();
+                    let (kind, key) = match &item.kind {
+                        Some(pb::progress::Kind::Epoch(e)) => ("epoch", e.step as i64),
+                        Some(pb::progress::Kind::Point(p)) => ("point", p.index as i64),
+                        Some(pb::progress::Kind::End(_)) => ("end", 0),
+                        None => return Err(CoordError::InvalidArgument("`items.kind`: is missing".into())),
+                    };
+                    tx.execute(
+                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![t.job_id, t.curve, kind, key, item.encode_to_vec()],
+                    )?;
+                    let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
+                    published.push(Published {
+                        job_id: t.job_id.clone(),
+                        event: ev,
+                    });
+                }
+            }
+            let job_state: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
+            Ok(pb::ReportResponse {
+                stored: fresh,
+                stop: job_state == "cancelled",
+            })
+        })
+    }
+
+    pub fn complete(&self, req: &pb::CompleteRequest) -> Result<()> {
+        let now = now_ms();
+        let end = req
+            .end
+            .clone()
+            .ok_or_else(|| CoordError::InvalidArgument("`end`: is missing".into()))?;
+        let outcome = ridgeline_common::RunOutcome::try_from(end.clone())
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        self.write(|tx, published| {
+            // A resent completion of an attempt already done is acknowledged.
+            if let Some(t) = store::get_task(tx, &req.task_id)? {
+                if t.state == "done" && t.attempt == req.attempt && t.worker_id == req.worker_id {
+                    return Ok(());
+                }
+            }
+            let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+            let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
+            if matches!(spec, TaskSpec::Train(_)) && req.checkpoint_hash.is_empty() && !t.last_chunk {
+                if let ridgeline_common::RunOutcome::Completed { .. } = outcome {
+                    return Err(CoordError::InvalidArgument(
+                        "`checkpoint_hash`: a training chunk that is not the last must hand on a checkpoint".into(),
+                    ));
+                }
+            }
+            if !req.checkpoint_hash.is_empty() {
+                let known = tx
+                    .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&req.checkpoint_hash], |_| Ok(()))
+                    .optional()?;
+                if known.is_none() {
+                    return Err(CoordError::InvalidArgument(format!(
+                        "`checkpoint_hash`: artifact {} was not uploaded",
+                        req.checkpoint_hash
+                    )));
+                }
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '' WHERE id = ?1",
+                params![t.id, req.checkpoint_hash],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET epochs_trained = epochs_trained + ?2 WHERE id = ?1",
+                params![t.job_id, req.epochs_trained as i64],
+            )?;
+            tx.execute("UPDATE workers SET tasks_done = tasks_done + 1 WHERE id = ?1", [&req.worker_id])?;
+            let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "done", ""))?;
+            published.push(Published {
+                job_id: t.job_id.clone(),
+                event: ev,
+            });
+            let diverged = matches!(outcome, ridgeline_common::RunOutcome::Diverged { .. });
+            if t.last_chunk || diverged {
+                let item = pb::Progress {
+                    curve: t.curve.clone(),
+                    kind: Some(pb::progress::Kind::End(end.clone())),
+                };
+                if matches!(spec, TaskSpec::Train(_)) {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload) VALUES (?1, ?2, 'end', 0, ?3)",
+                        params![t.job_id, t.curve, item.encode_to_vec()],
+                    )?;
+                    let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
+                    published.push(Published {
+                        job_id: t.job_id.clone(),
+                        event: ev,
+                    });
+                }
+            }
+            if diverged {
+                // The rest of this run has nothing to continue from.
+                let rest = later_chunks(tx, &t)?;
+                for r in rest {
+                    tx.execute("UPDATE tasks SET state = 'cancelled', error = 'the run diverged earlier' WHERE id = ?1", [&r.id])?;
+                    let ev = store::append_event(tx, &t.job_id, now, task_event(&r, "cancelled", "the run diverged earlier"))?;
+                    published.push(Published {
+                        job_id: t.job_id.clone(),
+                        event: ev,
+                    });
+                }
+            }
+            tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %req.worker_id, attempt = t.attempt, "task done");
+            let open: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+                [&t.job_id],
+                |r| r.get(0),
+            )?;
+            if open == 0 {
+                finish_job(tx, &t.job_id, "succeeded", "", now, published)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn fail(&self, req: &pb::FailRequest) -> Result<()> {
+        let now = now_ms();
+        self.write(|tx, published| {
+            let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+            let message = clip(&req.message, 2000);
+            requeue_or_fail(tx, &t, &message, req.retryable, now, published)
+        })
+    }
+
+    /// After a restart: gives every lease a full TTL from now, so workers
+    /// that kept running while the coordinator was down can heartbeat and
+    /// carry on instead of losing their task to the first sweep.
+    pub fn recover(&self) -> Result<usize> {
+        let until = now_ms() + self.config.lease_ttl.as_millis() as i64;
+        let n = self.write(|tx, _| {
+            Ok(tx.execute(
+                "UPDATE tasks SET lease_until = MAX(lease_until, ?1) WHERE state = 'leased'",
+                [until],
+            )?)
+        })?;
+        if n > 0 {
+            tracing::info!(leases = n, "leases held over from before the restart");
+        }
+        Ok(n)
+    }
+
+    /// Hands back the tasks whose lease ran out. Returns how many.
+    pub fn expire_leases(&self) -> Result<usize> {
+        let now = now_ms();
+        self.write(|tx, published| {
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {TASK_COLS} FROM tasks WHERE state = 'leased' AND lease_until < ?1"
+            ))?;
+            let expired = st.query_map([now], store::task_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for t in &expired {
+                tracing::warn!(job_id = %t.job_id, task_id = %t.id, worker_id = %t.worker_id, attempt = t.attempt, "lease expired");
+                let msg = format!("lease expired on worker {} (no heartbeat)", t.worker_id);
+                requeue_or_fail(tx, t, &msg, true, now, published)?;
+            }
+            Ok(expired.len())
+        })
+    }
+
+    pub fn workers(&self) -> Result<Vec<pb::WorkerInfo>> {
+        let store = self.lock();
+        let now = now_ms();
+        let lost_after = (self.config.lease_ttl.as_millis() as i64).max(1);
+        let mut out = vec![];
+        for w in store::all_workers(store.read())? {
+            let running: i64 = store.read().query_row(
+                "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'",
+                [&w.id],
+                |r| r.get(0),
+            )?;
+            out.push(pb::WorkerInfo {
+                worker_id: w.id,
+                name: w.name,
+                device: w.device,
+                slots: w.slots,
+                memory_bytes: w.memory,
+                state: if now - w.last_seen_ms > lost_after {
+                    "lost"
+                } else {
+                    "active"
+                }
+                .into(),
+                last_seen_unix_ms: w.last_seen_ms,
+                running: running as u32,
+                tasks_done: w.tasks_done,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records an uploaded artifact (its file is already in place).
+    pub fn record_artifact(&self, hash: &str, size: u64) -> Result<()> {
+        let now = now_ms();
+        self.write(|tx, _| {
+            tx.execute(
+                "INSERT OR IGNORE INTO artifacts(hash, size, created_ms) VALUES (?1, ?2, ?3)",
+                params![hash, size as i64, now],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn live_tasks(tx: &Transaction, job_id: &str) -> Result<Vec<TaskRow>> {
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased') ORDER BY ordinal"
+    ))?;
+    let rows = st
+        .query_map([job_id], store::task_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The chunks after `t` in its run (following the `after` links).
+fn later_chunks(tx: &Transaction, t: &TaskRow) -> Result<Vec<TaskRow>> {
+    let mut out = vec![];
+    let mut cur = t.id.clone();
+    loop {
+        let next = tx
+            .query_row(
+                &format!("SELECT {TASK_COLS} FROM tasks WHERE after = ?1"),
+                [&cur],
+                store::task_row,
+            )
+            .optional()?;
+        match next {
+            Some(n) => {
+                cur = n.id.clone();
+                out.push(n);
+            }
+            None => return Ok(out),
+        }
+    }
+}
+
+fn requeue_or_fail(
+    tx: &Transaction,
+    t: &TaskRow,
+    message: &str,
+    retryable: bool,
+    now: i64,
+    published: &mut Vec<Published>,
+) -> Result<()> {
+    let max: u32 = tx.query_row(
+        "SELECT max_attempts FROM jobs WHERE id = ?1",
+        [&t.job_id],
+        |r| r.get(0),
+    )?;
+    if retryable && t.attempt < max {
+        tx.execute(
+            "UPDATE tasks SET state = 'pending', attempt = attempt + 1, worker_id = '', lease_until = 0, error = ?2
+             WHERE id = ?1",
+            params![t.id, message],
+        )?;
+        let ev = store::append_event(
+            tx,
+            &t.job_id,
+            now,
+            task_event(t, "pending", &format!("retrying: {message}")),
+        )?;
+        published.push(Published {
+            job_id: t.job_id.clone(),
+            event: ev,
+        });
+        tracing::warn!(job_id = %t.job_id, task_id = %t.id, attempt = t.attempt, %message, "task re-queued");
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE tasks SET state = 'failed', error = ?2 WHERE id = ?1",
+        params![t.id, message],
+    )?;
+    let ev = store::append_event(tx, &t.job_id, now, task_event(t, "failed", message))?;
+    published.push(Published {
+        job_id: t.job_id.clone(),
+        event: ev,
+    });
+    let reason = if retryable {
+        format!(
+            "task {} ({}) failed {} times; last: {message}",
+            t.id, t.label, t.attempt
+        )
+    } else {
+        format!("task {} ({}) failed: {message}", t.id, t.label)
+    };
+    for other in live_tasks(tx, &t.job_id)? {
+        tx.execute(
+            "UPDATE tasks SET state = 'cancelled' WHERE id = ?1",
+            [&other.id],
+        )?;
+    }
+    tracing::error!(job_id = %t.job_id, task_id = %t.id, %reason, "job failed");
+    finish_job(tx, &t.job_id, "failed", &reason, now, published)
+}
+
+fn finish_job(
+    tx: &Transaction,
+    job_id: &str,
+    state: &str,
+    message: &str,
+    now: i64,
+    published: &mut Vec<Published>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1",
+        params![job_id, state, message, now],
+    )?;
+    let ev = store::append_event(tx, job_id, now, job_change(state, message))?;
+    published.push(Published {
+        job_id: job_id.to_string(),
+        event: ev,
+    });
+    tracing::info!(%job_id, %state, "job finished");
+    Ok(())
+}
+
+/// A job's status from its rows; `with_tasks` includes the task list.
+pub fn status_of(job: &JobRow, tasks: &[TaskRow], with_tasks: bool) -> pb::JobStatus {
+    let mut stages: BTreeMap<(i64, String), pb::StageProgress> = BTreeMap::new();
+    let mut order: BTreeMap<String, i64> = BTreeMap::new();
+    for t in tasks {
+        let first = *order.entry(t.stage.clone()).or_insert(t.ordinal);
+        let s = stages
+            .entry((first, t.stage.clone()))
+            .or_insert_with(|| pb::StageProgress {
+                stage: t.stage.clone(),
+                ..Default::default()
+            });
+        s.total += 1;
+        match t.state.as_str() {
+            "done" => s.done += 1,
+            "leased" => s.running += 1,
+            "failed" => s.failed += 1,
+            _ => {}
+        }
+    }
+    pb::JobStatus {
+        job_id: job.id.clone(),
+        name: job.name.clone(),
+        kind: job.kind.clone(),
+        state: job_state_pb(&job.state) as i32,
+        error: job.error.clone(),
+        created_unix_ms: job.created_ms,
+        finished_unix_ms: job.finished_ms,
+        stages: stages.into_values().collect(),
+        tasks: if with_tasks {
+            tasks
+                .iter()
+                .map(|t| pb::TaskStatus {
+                    task_id: t.id.clone(),
+                    stage: t.stage.clone(),
+                    label: t.label.clone(),
+                    state: task_state_pb(&t.state) as i32,
+                    attempt: t.attempt,
+                    worker_id: t.worker_id.clone(),
+                    error: t.error.clone(),
+                })
+                .collect()
+        } else {
+            vec![]
+        },
+        epochs_trained: job.epochs_trained,
+    }
+}

@@ -1,0 +1,119 @@
+//! Serving: both services on one listener, the lease-expiry sweeper, and
+//! graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ridgeline_common::proto::v1::job_service_server::JobServiceServer;
+use ridgeline_common::proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifacts::ArtifactStore;
+use crate::error::{CoordError, Result};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::service::jobs::JobApi;
+use crate::service::workers::WorkerApi;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub scheduler: SchedulerConfig,
+    /// Largest gRPC message accepted (job files, reports).
+    pub max_message_bytes: usize,
+    /// Largest artifact accepted by UploadArtifact.
+    pub max_artifact_bytes: u64,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            scheduler: SchedulerConfig::default(),
+            max_message_bytes: 8 << 20,
+            max_artifact_bytes: 4 << 30,
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let store = Store::open(&config.data_dir)?;
+    let artifacts = Arc::new(ArtifactStore::open(&config.data_dir)?);
+    let scheduler = Arc::new(Scheduler::new(store, config.scheduler));
+    scheduler.recover()?;
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, data_dir = %config.data_dir.display(), "coordinator serving");
+
+    // Lease expiry: a task whose worker went quiet goes back to the queue.
+    let sweeper = {
+        let s = scheduler.clone();
+        let stop = shutdown.clone();
+        let every = (config.scheduler.lease_ttl / 4).max(Duration::from_millis(50));
+        let ttl_half = config.scheduler.lease_ttl / 2;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut last = std::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        let s = s.clone();
+                        // If this process was stalled (suspended, swapped out)
+                        // for a good part of a TTL, the workers' heartbeats are
+                        // queued behind us: treat it like a restart and give
+                        // leases a fresh TTL instead of expiring them all.
+                        let stalled = last.elapsed() > every * 2 + ttl_half;
+                        last = std::time::Instant::now();
+                        match tokio::task::spawn_blocking(move || {
+                            if stalled {
+                                s.recover().map(|_| 0)
+                            } else {
+                                s.expire_leases()
+                            }
+                        })
+                        .await
+                        {
+                            Ok(Err(e)) => tracing::error!(error = %e, "lease sweep failed"),
+                            Err(e) => tracing::error!(error = %e, "lease sweep panicked"),
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let jobs = JobServiceServer::new(JobApi {
+        scheduler: scheduler.clone(),
+    })
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(64 << 20);
+    let workers = WorkerServiceServer::new(WorkerApi {
+        scheduler,
+        artifacts,
+        max_artifact_bytes: config.max_artifact_bytes,
+    })
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(jobs)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
+        .map_err(|e| CoordError::Storage(format!("server: {e}")));
+    shutdown.cancel();
+    let _ = sweeper.await;
+    result
+}

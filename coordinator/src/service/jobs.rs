@@ -1,0 +1,215 @@
+//! `JobService`: what researchers and their tools call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use ridgeline_common::job::JobFormat;
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::proto::v1::job_service_server::JobService;
+use ridgeline_common::spec::MetricKind;
+use ridgeline_common::JobSpec;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::analysis;
+use crate::scheduler::{is_terminal, Scheduler};
+
+pub struct JobApi {
+    pub scheduler: Arc<Scheduler>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let req = req.into_inner();
+        let format = match pb::JobFormat::try_from(req.format) {
+            Ok(pb::JobFormat::Json) => JobFormat::Json,
+            Ok(pb::JobFormat::Toml | pb::JobFormat::Unspecified) => JobFormat::Toml,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "`format`: {} is not a job format",
+                    req.format
+                )))
+            }
+        };
+        let s = self.scheduler.clone();
+        let id = tokio::task::spawn_blocking(move || s.submit(&req.text, format))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id: id.to_string(),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        Ok(Response::new(
+            self.scheduler.job_status(&req.into_inner().job_id)?,
+        ))
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: self.scheduler.list_jobs()?,
+        }))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let job_id = req.into_inner().job_id;
+        // Subscribe before reading the log, so nothing falls in between.
+        let mut live = self.scheduler.subscribe();
+        let snapshot = self.scheduler.job_status(&job_id)?;
+        let job_id = snapshot.job_id.clone();
+        let (tx, rx) = mpsc::channel(256);
+        let sched = self.scheduler.clone();
+        tokio::spawn(async move {
+            let first = pb::JobEvent {
+                seq: 0,
+                unix_ms: crate::scheduler::now_ms(),
+                kind: Some(pb::job_event::Kind::Snapshot(snapshot)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut last = 0u64;
+            // Replays the stored log from `last`; returns whether the job ended.
+            let replay = |last: &mut u64| -> Result<(Vec<pb::JobEvent>, bool), Status> {
+                let (evs, ended) = sched.events_after(&job_id, *last)?;
+                if let Some(e) = evs.last() {
+                    *last = e.seq;
+                }
+                Ok((evs, ended))
+            };
+            let (evs, mut ended) = match replay(&mut last) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            for e in evs {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            while !ended {
+                match live.recv().await {
+                    Ok(p) if p.job_id == job_id => {
+                        if p.event.seq <= last {
+                            continue;
+                        }
+                        if p.event.seq != last + 1 {
+                            // A gap (published out of order): fill it from the log.
+                            match replay(&mut last) {
+                                Ok((evs, e)) => {
+                                    ended = e;
+                                    for ev in evs {
+                                        if tx.send(Ok(ev)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        last = p.event.seq;
+                        ended = matches!(&p.event.kind, Some(pb::job_event::Kind::Job(j))
+                            if is_terminal_pb(j.state));
+                        if tx.send(Ok(p.event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => match replay(&mut last) {
+                        Ok((evs, e)) => {
+                            ended = e;
+                            for ev in evs {
+                                if tx.send(Ok(ev)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let state = self.scheduler.cancel(&req.into_inner().job_id)?;
+        Ok(Response::new(pb::CancelJobResponse {
+            state: state as i32,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: self.scheduler.workers()?,
+        }))
+    }
+
+    async fn get_results(
+        &self,
+        req: Request<pb::GetResultsRequest>,
+    ) -> Result<Response<pb::JobResults>, Status> {
+        let (job, measurements) = self.scheduler.measurements(&req.into_inner().job_id)?;
+        let metric = serde_json::from_str::<JobSpec>(&job.spec)
+            .ok()
+            .map(|s| match s.metric {
+                Some(MetricKind::Accuracy) => "accuracy",
+                Some(MetricKind::R2) => "r2",
+                Some(MetricKind::Pearson) => "pearson",
+                None => "default",
+            })
+            .unwrap_or("default");
+        Ok(Response::new(analysis::results(
+            &job.id,
+            &job.kind,
+            metric,
+            measurements,
+        )))
+    }
+}
+
+fn is_terminal_pb(state: i32) -> bool {
+    let s = match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Succeeded) => "succeeded",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "",
+    };
+    is_terminal(s)
+}

@@ -1,0 +1,173 @@
+//! `WorkerService`: what workers call. Every mutating call is answered only
+//! after its change is committed to the store.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::proto::v1::worker_service_server::WorkerService;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::artifacts::{check_hash, ArtifactStore};
+use crate::scheduler::Scheduler;
+
+/// Chunk size of artifact downloads.
+const CHUNK: usize = 1 << 20;
+
+pub struct WorkerApi {
+    pub scheduler: Arc<Scheduler>,
+    pub artifacts: Arc<ArtifactStore>,
+    /// Largest artifact accepted by UploadArtifact.
+    pub max_artifact_bytes: u64,
+}
+
+/// Runs a blocking scheduler call off the async threads (it may fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??)
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let s = self.scheduler.clone();
+        let req = req.into_inner();
+        Ok(Response::new(blocking(move || s.register(&req)).await?))
+    }
+
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let s = self.scheduler.clone();
+        let req = req.into_inner();
+        Ok(Response::new(blocking(move || s.lease(&req)).await?))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let s = self.scheduler.clone();
+        let req = req.into_inner();
+        Ok(Response::new(blocking(move || s.report(&req)).await?))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let s = self.scheduler.clone();
+        let req = req.into_inner();
+        blocking(move || s.complete(&req)).await?;
+        Ok(Response::new(pb::CompleteResponse {}))
+    }
+
+    async fn fail(
+        &self,
+        req: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
+        let s = self.scheduler.clone();
+        let req = req.into_inner();
+        blocking(move || s.fail(&req)).await?;
+        Ok(Response::new(pb::FailResponse {}))
+    }
+
+    type DownloadArtifactStream = ChunkStream;
+
+    async fn download_artifact(
+        &self,
+        req: Request<pb::DownloadArtifactRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let hash = check_hash(&req.into_inner().hash)?;
+        let path = self.artifacts.path(&hash)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| Status::not_found(format!("no artifact {hash}")))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .len();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "reading artifact {hash}: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 && !first {
+                    return;
+                }
+                buf.truncate(n);
+                let chunk = pb::ArtifactChunk {
+                    hash: if first { hash.clone() } else { String::new() },
+                    size: if first { size } else { 0 },
+                    data: buf,
+                };
+                first = false;
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<Streaming<pb::ArtifactChunk>>,
+    ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty upload"))??;
+        let hash = check_hash(&first.hash)?;
+        if first.size > self.max_artifact_bytes {
+            // Refused before a byte more is read.
+            return Err(Status::resource_exhausted(format!(
+                "artifact of {} bytes is over the limit of {} bytes",
+                first.size, self.max_artifact_bytes
+            )));
+        }
+        if self.artifacts.path(&hash)?.exists() {
+            let s = self.scheduler.clone();
+            let (h, size) = (hash.clone(), first.size);
+            blocking(move || s.record_artifact(&h, size)).await?;
+            return Ok(Response::new(pb::UploadArtifactResponse { hash }));
+        }
+        let mut up = self.artifacts.begin(&hash, first.size).await?;
+        up.write(&first.data).await?;
+        while let Some(chunk) = stream.next().await {
+            up.write(&chunk?.data).await?;
+        }
+        let size = up.finish().await?;
+        let s = self.scheduler.clone();
+        let h = hash.clone();
+        blocking(move || s.record_artifact(&h, size)).await?;
+        tracing::debug!(%hash, size, "artifact stored");
+        Ok(Response::new(pb::UploadArtifactResponse { hash }))
+    }
+}

@@ -1,0 +1,276 @@
+//! The store: the coordinator's state in one SQLite database in the data
+//! directory (rusqlite, bundled SQLite — nothing to install).
+//!
+//! Why SQLite rather than redb: the state is relational (jobs → tasks →
+//! events, leases joined with jobs when picking work), the scheduler's
+//! choices are one indexed query, and a researcher can open the file with
+//! the `sqlite3` shell to see what happened. WAL mode with `synchronous =
+//! FULL` makes every committed transaction durable before the RPC that made
+//! it is answered.
+//!
+//! Every state change is one transaction through [`Store::write`]; the
+//! scheduler owns the only connection (behind one lock), so there is one
+//! writer and no interleaving to reason about.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use ridgeline_common::proto::v1 as pb;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::error::{CoordError, Result};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A job row.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub spec: String,
+    pub state: String,
+    pub error: String,
+    pub device: String,
+    pub max_attempts: u32,
+    pub created_ms: i64,
+    pub finished_ms: i64,
+    pub epochs_trained: u64,
+}
+
+/// A task row.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    pub id: String,
+    pub job_id: String,
+    pub ordinal: i64,
+    pub stage: String,
+    pub label: String,
+    pub curve: String,
+    pub after: Option<String>,
+    pub last_chunk: bool,
+    pub spec: String,
+    pub state: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub lease_until: i64,
+    pub checkpoint: String,
+    pub error: String,
+}
+
+/// A worker row.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub id: String,
+    pub name: String,
+    pub device: String,
+    pub slots: u32,
+    pub memory: u64,
+    pub last_seen_ms: i64,
+    pub tasks_done: u64,
+}
+
+pub const JOB_COLS: &str =
+    "id, name, kind, spec, state, error, device, max_attempts, created_ms, finished_ms, epochs_trained";
+pub const TASK_COLS: &str =
+    "id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state, attempt, \
+                             worker_id, lease_until, checkpoint, error";
+
+pub fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        spec: r.get(3)?,
+        state: r.get(4)?,
+        error: r.get(5)?,
+        device: r.get(6)?,
+        max_attempts: r.get(7)?,
+        created_ms: r.get(8)?,
+        finished_ms: r.get(9)?,
+        epochs_trained: r.get::<_, i64>(10)? as u64,
+    })
+}
+
+pub fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        ordinal: r.get(2)?,
+        stage: r.get(3)?,
+        label: r.get(4)?,
+        curve: r.get(5)?,
+        after: r.get(6)?,
+        last_chunk: r.get::<_, i64>(7)? != 0,
+        spec: r.get(8)?,
+        state: r.get(9)?,
+        attempt: r.get(10)?,
+        worker_id: r.get(11)?,
+        lease_until: r.get(12)?,
+        checkpoint: r.get(13)?,
+        error: r.get(14)?,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the database `ridgeline.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CoordError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("ridgeline.db");
+        let conn = Connection::open(&path)
+            .map_err(|e| CoordError::Storage(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.as_deref() {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(CoordError::Storage(format!(
+                    "{} has schema version {v}; this coordinator reads version {SCHEMA_VERSION}",
+                    path.display()
+                )))
+            }
+        }
+        Ok(Store { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one transaction, committed (durably) only if it succeeds.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read-only access.
+    pub fn read(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+pub fn get_job(c: &Connection, id: &str) -> Result<Option<JobRow>> {
+    Ok(c.query_row(
+        &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+        [id],
+        job_row,
+    )
+    .optional()?)
+}
+
+pub fn get_task(c: &Connection, id: &str) -> Result<Option<TaskRow>> {
+    Ok(c.query_row(
+        &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+        [id],
+        task_row,
+    )
+    .optional()?)
+}
+
+pub fn job_tasks(c: &Connection, job_id: &str) -> Result<Vec<TaskRow>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE job_id = ?1 ORDER BY ordinal"
+    ))?;
+    let rows = st
+        .query_map([job_id], task_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn all_jobs(c: &Connection) -> Result<Vec<JobRow>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {JOB_COLS} FROM jobs ORDER BY created_ms, id"
+    ))?;
+    let rows = st
+        .query_map([], job_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Appends an event to the job's log and returns it with its number.
+pub fn append_event(
+    tx: &Transaction,
+    job_id: &str,
+    now_ms: i64,
+    kind: pb::job_event::Kind,
+) -> Result<pb::JobEvent> {
+    let seq: i64 = tx.query_row("SELECT next_seq FROM jobs WHERE id = ?1", [job_id], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ?1",
+        [job_id],
+    )?;
+    let ev = pb::JobEvent {
+        seq: seq as u64,
+        unix_ms: now_ms,
+        kind: Some(kind),
+    };
+    tx.execute(
+        "INSERT INTO events(job_id, seq, payload) VALUES (?1, ?2, ?3)",
+        params![job_id, seq, ev.encode_to_vec()],
+    )?;
+    Ok(ev)
+}
+
+/// Events of a job with `seq > after`, in order.
+pub fn events_after(c: &Connection, job_id: &str, after: u64) -> Result<Vec<pb::JobEvent>> {
+    let mut st =
+        c.prepare_cached("SELECT payload FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq")?;
+    let rows = st.query_map(params![job_id, after as i64], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = vec![];
+    for bytes in rows {
+        let bytes = bytes?;
+        out.push(
+            pb::JobEvent::decode(bytes.as_slice()).map_err(|e| {
+                CoordError::Storage(format!("event of job {job_id} is corrupt: {e}"))
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+pub fn all_workers(c: &Connection) -> Result<Vec<WorkerRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT id, name, device, slots, memory, last_seen_ms, tasks_done FROM workers ORDER BY registered_ms, id",
+    )?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(WorkerRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                device: r.get(2)?,
+                slots: r.get(3)?,
+                memory: r.get::<_, i64>(4)? as u64,
+                last_seen_ms: r.get(5)?,
+                tasks_done: r.get::<_, i64>(6)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,86 @@
+-- Ridgeline coordinator state. One SQLite file in --data-dir, WAL journal,
+-- synchronous=FULL: a change is on disk before the RPC that made it returns.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    spec           TEXT NOT NULL,          -- JobSpec as JSON
+    state          TEXT NOT NULL,          -- queued | running | succeeded | failed | cancelled
+    error          TEXT NOT NULL DEFAULT '',
+    device         TEXT NOT NULL,          -- any | cpu | cuda
+    max_attempts   INTEGER NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    finished_ms    INTEGER NOT NULL DEFAULT 0,
+    next_seq       INTEGER NOT NULL DEFAULT 1,  -- next event number
+    epochs_trained INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id          TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL REFERENCES jobs(id),
+    ordinal     INTEGER NOT NULL,          -- order within the job
+    stage       TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    curve       TEXT NOT NULL,
+    after       TEXT,                      -- task that must be done first (previous chunk)
+    last_chunk  INTEGER NOT NULL,          -- 1: ends its run
+    spec        TEXT NOT NULL,             -- TaskSpec as JSON
+    state       TEXT NOT NULL,             -- pending | leased | done | failed | cancelled
+    attempt     INTEGER NOT NULL DEFAULT 1,
+    worker_id   TEXT NOT NULL DEFAULT '',
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    checkpoint  TEXT NOT NULL DEFAULT '',  -- output artifact hash
+    error       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, ordinal);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
+
+-- The job's event log, as WatchJob streams it (prost-encoded JobEvent).
+CREATE TABLE IF NOT EXISTS events (
+    job_id  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+
+-- Reports already stored, so a resent report is acknowledged, not counted.
+CREATE TABLE IF NOT EXISTS reports (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (task_id, attempt, seq)
+);
+
+-- One row per measurement of a curve (epoch report by step, line point by
+-- index, run end): a retried chunk overwrites, never duplicates.
+CREATE TABLE IF NOT EXISTS measurements (
+    job_id  TEXT NOT NULL,
+    curve   TEXT NOT NULL,
+    kind    TEXT NOT NULL,                 -- epoch | point | end
+    key     INTEGER NOT NULL,
+    payload BLOB NOT NULL,                 -- prost-encoded Progress
+    PRIMARY KEY (job_id, curve, kind, key)
+);
+
+CREATE TABLE IF NOT EXISTS workers (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    slots        INTEGER NOT NULL,
+    memory       INTEGER NOT NULL,
+    registered_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    tasks_done   INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS artifacts (
+    hash       TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);

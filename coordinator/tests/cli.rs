@@ -1,0 +1,99 @@
+//! The `coordinator` binary as a user runs it: `serve` in one process,
+//! client commands in others, over a real socket.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coordinator");
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start coordinator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
+    Server {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+fn client(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["--coordinator", url])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run client");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn submit_status_list_and_refusals_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lr_ramp.toml");
+    let (ok, out, err) = client(&server.url, &["submit", example]);
+    assert!(ok, "{err}");
+    let id = out.trim();
+    assert_eq!(id.len(), 36, "the job id alone on stdout: {out:?}");
+
+    let (ok, out, _) = client(&server.url, &["status", id]);
+    assert!(ok);
+    assert!(out.contains("queued"), "{out}");
+    assert!(out.contains("lr_ramp"), "{out}");
+    let (ok, out, _) = client(&server.url, &["list"]);
+    assert!(ok && out.contains(id), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(example)
+            .unwrap()
+            .replace("[lr_ramp]", "[lr_ramp]\nspeed = 3"),
+    )
+    .unwrap();
+    let (ok, _, err) = client(&server.url, &["submit", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("speed"), "the error names the field: {err}");
+    assert!(!err.contains("backtrace"), "{err}");
+
+    let (ok, _, err) = client(
+        &server.url,
+        &["status", "00000000-0000-0000-0000-000000000000"],
+    );
+    assert!(!ok && err.contains("no job"), "{err}");
+
+    let (ok, _, err) = client("http://127.0.0.1:1", &["list"]);
+    assert!(
+        !ok && err.contains("127.0.0.1:1"),
+        "names the unreachable coordinator: {err}"
+    );
+}

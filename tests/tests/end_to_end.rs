@@ -1,0 +1,394 @@
+//! A real coordinator and real workers (in-process, or as processes for the
+//! kill tests) over real gRPC, running real jobs on built-in data. The
+//! numbers that come back must equal what the engine computes when called
+//! directly — also when a run's chunks ran on different workers, and when a
+//! worker or the coordinator was killed half-way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::Device;
+use ridgeline_common::job::{JobFormat, LineSearchSection};
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::{JobSpec, ScheduleSpec};
+use ridgeline_tests::{
+    free_addr, spawn_coordinator, spawn_worker, submit, wait_for_end, Coordinator,
+};
+use ridgeline_worker::engine::data;
+use ridgeline_worker::engine::landscape::{self, EvalOptions};
+use ridgeline_worker::engine::model::ModelRegistry;
+use ridgeline_worker::engine::train::{self, Collect, Trainer};
+use ridgeline_worker::runner::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Starts an in-process worker; it stops when the token is cancelled.
+fn start_worker(url: &str, name: &str, cache: &std::path::Path, stop: &CancellationToken) {
+    let mut cfg = WorkerConfig::new(url, name);
+    cfg.cache_dir = cache.join(name);
+    cfg.shutdown_grace = Duration::from_millis(200);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = runner::run(cfg, stop).await {
+            panic!("worker failed: {e}");
+        }
+    });
+}
+
+/// The engine's own reports for every run of a training job, by curve.
+fn engine_curves(job_text: &str) -> BTreeMap<String, Vec<ridgeline_common::EpochReport>> {
+    let job = JobSpec::parse(job_text, JobFormat::Toml).unwrap();
+    let mut out = BTreeMap::new();
+    for run in job.runs() {
+        let data = Arc::new(data::load(&run.spec.data, &Device::Cpu).unwrap());
+        let mut t = Trainer::new(&run.spec, data, &Device::Cpu, &ModelRegistry::default()).unwrap();
+        let mut c = Collect::default();
+        t.run(run.spec.epochs, &mut c).unwrap();
+        out.insert(run.curve, c.0);
+    }
+    out
+}
+
+/// Asserts that the coordinator's curves are the engine's, number for number.
+fn assert_same_curves(
+    results: &pb::JobResults,
+    engine: &BTreeMap<String, Vec<ridgeline_common::EpochReport>>,
+) {
+    assert_eq!(results.curves.len(), engine.len());
+    for c in &results.curves {
+        let want = &engine[&c.curve];
+        assert_eq!(c.points.len(), want.len(), "{}: every epoch once", c.curve);
+        for (p, r) in c.points.iter().zip(want) {
+            assert_eq!(p.x, r.progress);
+            assert_eq!(p.lr, r.lr);
+            let held = p.heldout.unwrap();
+            let train = p.train.unwrap();
+            assert_eq!(
+                (held.loss, held.metric),
+                (r.heldout.loss, r.heldout.metric),
+                "{} epoch {}",
+                c.curve,
+                r.epoch
+            );
+            assert_eq!(
+                (train.loss, train.metric),
+                (r.train.loss, r.train.metric),
+                "{} epoch {}",
+                c.curve,
+                r.epoch
+            );
+        }
+        let end = c.end.clone().expect("every run has an end");
+        assert_eq!(end.kind, pb::run_end::Kind::Completed as i32);
+    }
+}
+
+fn tabular_ramp(
+    replicates: usize,
+    epochs: usize,
+    chunk: usize,
+    n_train: usize,
+    report_every: Option<usize>,
+) -> String {
+    format!(
+        r#"kind = "lr_ramp"
+replicates = {replicates}
+chunk_epochs = {chunk}
+batch_size = 32
+{every}
+[data.source]
+kind = "tabular"
+n_train = {n_train}
+n_heldout = 200
+seed = 5
+[model]
+kind = "mlp"
+hidden = [32]
+[lr_ramp]
+start = 0.001
+end = 1.0
+epochs = {epochs}
+"#,
+        every = report_every.map_or(String::new(), |k| format!("report_every_batches = {k}")),
+    )
+}
+
+const LINE_SEARCH: &str = r#"kind = "line_search"
+replicates = 1
+seed = 3
+[data.source]
+kind = "tabular"
+n_train = 600
+n_heldout = 200
+seed = 5
+[model]
+kind = "mlp"
+hidden = [32]
+[line_search]
+points = 8
+from = -0.5
+to = 1.5
+points_per_task = 1
+direction = "trained"
+trained_subset = 300
+trained_epochs = 2
+trained_lr = 0.05
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_a_line_search_and_an_lr_ramp_and_match_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
+    let mut client = c.jobs().await;
+    let ramp_text = tabular_ramp(3, 4, 2, 600, None);
+    let ls_job = submit(&mut client, LINE_SEARCH).await.unwrap();
+    let ramp_job = submit(&mut client, &ramp_text).await.unwrap();
+    let stop = CancellationToken::new();
+    start_worker(&c.url(), "a", dir.path(), &stop);
+    start_worker(&c.url(), "b", dir.path(), &stop);
+
+    let ls = wait_for_end(&mut client, &ls_job, LIMIT).await;
+    let ramp = wait_for_end(&mut client, &ramp_job, LIMIT).await;
+    assert_eq!(ls.state, pb::JobState::Succeeded as i32, "{ls:#?}");
+    assert_eq!(ramp.state, pb::JobState::Succeeded as i32, "{ramp:#?}");
+    let workers: BTreeSet<&str> = ls.tasks.iter().map(|t| t.worker_id.as_str()).collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "the points were spread over both workers: {ls:#?}"
+    );
+    let listed = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.workers.len(), 2);
+
+    // The LR ramp: 3 seeds, each in 2 chunks, equal to the engine.
+    let results = client
+        .get_results(pb::GetResultsRequest {
+            job_id: ramp_job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_curves(&results, &engine_curves(&ramp_text));
+    let agg = &results.aggregates[0];
+    assert_eq!(agg.group, "all");
+    assert_eq!(agg.n, vec![3; 5], "epochs 0-4, each over 3 seeds");
+    assert_eq!(ramp.epochs_trained, 3 * 4);
+
+    // The line search: every point once, equal to the engine's.
+    let results = client
+        .get_results(pb::GetResultsRequest {
+            job_id: ls_job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(results.curves.len(), 1);
+    let curve = &results.curves[0];
+    assert_eq!(curve.points.len(), 8);
+    let job = JobSpec::parse(LINE_SEARCH, JobFormat::Toml).unwrap();
+    let section: &LineSearchSection = job.line_search.as_ref().unwrap();
+    let mut run = job.base_run(
+        ScheduleSpec::constant(section.trained_lr, None),
+        section.trained_epochs,
+        job.seed,
+    );
+    run.schedule = ScheduleSpec::constant(section.trained_lr, None);
+    let data = Arc::new(data::load(&run.data, &Device::Cpu).unwrap());
+    let reg = ModelRegistry::default();
+    let (theta0, d, _) =
+        train::brief_training_direction(&run, &data, &Device::Cpu, &reg, 300, 2).unwrap();
+    let t = Trainer::new(&run, data.clone(), &Device::Cpu, &reg).unwrap();
+    let eval = EvalOptions {
+        train_eval_size: run.train_eval_size,
+        eval_batch: train::EVAL_BATCH,
+    };
+    let want = landscape::line_search(
+        t.network(),
+        &theta0,
+        &d,
+        &section.alphas(),
+        &data,
+        eval,
+        |_| true,
+    )
+    .unwrap();
+    for (p, w) in curve.points.iter().zip(&want) {
+        assert_eq!(p.x, w.alpha);
+        let held = p.heldout.unwrap();
+        assert_eq!(
+            (held.loss, held.metric),
+            (w.heldout.loss, w.heldout.metric),
+            "a = {}",
+            w.alpha
+        );
+    }
+    stop.cancel();
+    c.stop().await;
+}
+
+/// Polls the job until `pred` holds for its status.
+async fn wait_until(
+    client: &mut ridgeline_common::proto::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >,
+    job: &str,
+    what: &str,
+    pred: impl Fn(&pb::JobStatus) -> bool,
+) -> pb::JobStatus {
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Ok(s) = client
+            .get_job(pb::GetJobRequest { job_id: job.into() })
+            .await
+        {
+            let s = s.into_inner();
+            if pred(&s) {
+                return s;
+            }
+        }
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn state_of(s: &pb::JobStatus, i: usize) -> pb::TaskState {
+    pb::TaskState::try_from(s.tasks[i].state).unwrap_or(pb::TaskState::Unspecified)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_chunk_moves_to_another_worker_with_identical_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(2)).await;
+    let mut client = c.jobs().await;
+    // One run in two chunks of three epochs; reports every 20 batches so we
+    // can kill the worker in the middle of its second chunk.
+    // A small CNN, so a chunk takes long enough (seconds) for the kill to
+    // land inside it.
+    let text = r#"kind = "lr_ramp"
+replicates = 1
+chunk_epochs = 3
+batch_size = 32
+report_every_batches = 10
+[data.source]
+kind = "glyphs"
+n_train = 1000
+n_heldout = 200
+[model]
+kind = "cnn"
+channels = [4, 8]
+dense = []
+[lr_ramp]
+start = 0.001
+end = 0.5
+epochs = 6
+"#;
+    let job = submit(&mut client, text).await.unwrap();
+    let mut a = spawn_worker(&c.url(), "a", 1, &dir.path().join("a"));
+    // Chunk 0 done, chunk 1 leased and reporting: kill -9.
+    let s = wait_until(&mut client, &job, "chunk 1 to run", |s| {
+        state_of(s, 0) == pb::TaskState::Done && state_of(s, 1) == pb::TaskState::Leased
+    })
+    .await;
+    let a_id = s.tasks[0].worker_id.clone();
+    let mut seen = 0;
+    let start = std::time::Instant::now();
+    while seen == 0 {
+        assert!(start.elapsed() < LIMIT, "chunk 1 never reported");
+        let r = client
+            .get_results(pb::GetResultsRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen = r
+            .curves
+            .first()
+            .map_or(0, |c| c.points.iter().filter(|p| p.x > 3.0).count());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill();
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state_of(&s, 1),
+        pb::TaskState::Leased,
+        "killed in the middle of chunk 1"
+    );
+    let _b = spawn_worker(&c.url(), "b", 1, &dir.path().join("b"));
+    let s = wait_for_end(&mut client, &job, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    assert_eq!(s.tasks[0].worker_id, a_id);
+    assert_ne!(
+        s.tasks[1].worker_id, a_id,
+        "chunk 1 finished on the other worker"
+    );
+    assert_eq!(s.tasks[1].attempt, 2, "after a's lease expired");
+    let results = client
+        .get_results(pb::GetResultsRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    // Measured every 20 batches and at epoch ends: compare the epoch ends
+    // with the engine (its run reports the same points).
+    let engine = engine_curves(text);
+    assert_same_curves(&results, &engine);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_restarts_on_its_data_dir_and_the_job_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("coord");
+    let addr = free_addr();
+    let url = format!("http://{addr}");
+    let mut coord = spawn_coordinator(addr, &data_dir, Duration::from_secs(5)).await;
+    let mut client =
+        ridgeline_common::proto::v1::job_service_client::JobServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+    let text = tabular_ramp(2, 4, 1, 3000, None);
+    let job = submit(&mut client, &text).await.unwrap();
+    let _a = spawn_worker(&url, "a", 1, &dir.path().join("a"));
+    let _b = spawn_worker(&url, "b", 1, &dir.path().join("b"));
+    let before = wait_until(&mut client, &job, "some chunks done", |s| {
+        s.tasks
+            .iter()
+            .filter(|t| t.state == pb::TaskState::Done as i32)
+            .count()
+            >= 2
+    })
+    .await;
+    coord.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _coord = spawn_coordinator(addr, &data_dir, Duration::from_secs(5)).await;
+    let mut client =
+        ridgeline_common::proto::v1::job_service_client::JobServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+    let after = wait_for_end(&mut client, &job, LIMIT).await;
+    assert_eq!(after.state, pb::JobState::Succeeded as i32, "{after:#?}");
+    for (b, a) in before.tasks.iter().zip(&after.tasks) {
+        if b.state == pb::TaskState::Done as i32 {
+            assert_eq!(a.state, pb::TaskState::Done as i32);
+            assert_eq!(a.attempt, b.attempt, "finished work was not redone");
+        }
+    }
+    let results = client
+        .get_results(pb::GetResultsRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_curves(&results, &engine_curves(&text));
+}

@@ -1,0 +1,477 @@
+//! The coordinator's protocol over real gRPC, driven by hand where a test
+//! needs to control exactly what a worker says and when: validation at
+//! submit, leases and attempts, stale reports, idempotent resends, watching,
+//! cancellation, and durability across a restart.
+
+use std::time::Duration;
+
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_tests::{jobs, register, submit, Coordinator};
+use tonic::Code;
+
+fn metrics(m: f64) -> Option<pb::Metrics> {
+    Some(pb::Metrics {
+        loss: 1.0 - m,
+        metric: m,
+        accuracy: Some(m),
+        r2: None,
+        pearson: None,
+    })
+}
+
+fn epoch_item(epoch: u32) -> pb::Progress {
+    pb::Progress {
+        curve: "ignored: the coordinator uses the task's curve".into(),
+        kind: Some(pb::progress::Kind::Epoch(pb::EpochReport {
+            epoch,
+            step: epoch as u64 * 10,
+            progress: epoch as f64,
+            lr: 0.1,
+            momentum: 0.0,
+            batch_loss: None,
+            train: metrics(0.5),
+            heldout: metrics(0.4),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_naming_the_problem_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let good = jobs::lr_ramp(1, 3, 3);
+    let cases = [
+        (
+            good.replace("start = 0.001", "start = 0.001\nstrat = 2"),
+            "strat",
+        ),
+        (
+            good.replace("start = 0.001", "start = -0.001"),
+            "lr_ramp.lr.start",
+        ),
+        (
+            good.replace(
+                "kind = \"tabular\"\nn_train = 600\nn_heldout = 200\nseed = 5",
+                "kind = \"npy\"\nx = \"/nonexistent/x.npy\"\ny = \"/nonexistent/y.npy\"",
+            ),
+            "/nonexistent/x.npy",
+        ),
+        (
+            good.replace("kind = \"tabular\"", "kind = \"cifar\""),
+            "cifar",
+        ),
+        ("kind = \"train\"".to_string(), "data"),
+    ];
+    for (text, needle) in cases {
+        let err = submit(&mut client, &text).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains(needle),
+            "`{needle}` not in: {}",
+            err.message()
+        );
+    }
+    let listed = client
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty(), "nothing half-created");
+    let err = client
+        .get_job(pb::GetJobRequest {
+            job_id: "not-an-id".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("job_id"));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_of_another_protocol_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut w = c.workers().await;
+    let err = w
+        .register(pb::RegisterRequest {
+            protocol_version: 99,
+            name: "old".into(),
+            device: "cpu".into(),
+            slots: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("protocol version 1"),
+        "{}",
+        err.message()
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn expired_leases_move_on_and_stale_reports_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_millis(400)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let b = register(&mut w, "b").await;
+
+    let lease = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 4,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lease.tasks.len(), 1, "one run, one chunk");
+    let task = lease.tasks[0].clone();
+    assert_eq!(task.attempt, 1);
+    assert_eq!(task.job_id, job);
+
+    let report = |seq: u64, attempt: u32, worker: &str| pb::ReportRequest {
+        worker_id: worker.into(),
+        task_id: task.task_id.clone(),
+        attempt,
+        seq,
+        items: vec![epoch_item(seq as u32)],
+    };
+    let r = w.report(report(1, 1, &a)).await.unwrap().into_inner();
+    assert!(r.stored && !r.stop);
+    let r = w.report(report(1, 1, &a)).await.unwrap().into_inner();
+    assert!(
+        !r.stored,
+        "a resent report is acknowledged, not stored twice"
+    );
+    // Another worker cannot report for a task it does not hold.
+    let err = w.report(report(2, 1, &b)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Worker a goes quiet past the TTL: the task is handed to b as attempt 2.
+    let mut leased = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = w
+            .lease(pb::LeaseRequest {
+                worker_id: b.clone(),
+                free_slots: 1,
+                running: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(t) = l.tasks.into_iter().next() {
+            leased = Some(t);
+            break;
+        }
+    }
+    let t2 = leased.expect("the task was re-leased after the TTL");
+    assert_eq!(t2.task_id, task.task_id);
+    assert_eq!(t2.attempt, 2);
+
+    // a comes back: its reports and completion are refused, and its
+    // heartbeat tells it to stop.
+    let err = w.report(report(2, 1, &a)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let hb = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 0,
+            running: vec![pb::RunningTask {
+                task_id: task.task_id.clone(),
+                attempt: 1,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hb.stop, vec![task.task_id.clone()]);
+    let end = pb::RunEnd {
+        kind: pb::run_end::Kind::Completed as i32,
+        epoch: 2,
+        ..Default::default()
+    };
+    let err = w
+        .complete(pb::CompleteRequest {
+            worker_id: a.clone(),
+            task_id: task.task_id.clone(),
+            attempt: 1,
+            end: Some(end.clone()),
+            checkpoint_hash: String::new(),
+            epochs_trained: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // b finishes: every epoch is there once (a's epoch 1 was replaced by
+    // b's, not added).
+    for seq in 1..=2 {
+        let r = w
+            .report(pb::ReportRequest {
+                worker_id: b.clone(),
+                task_id: task.task_id.clone(),
+                attempt: 2,
+                seq,
+                items: vec![epoch_item(seq as u32)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.stored);
+    }
+    w.complete(pb::CompleteRequest {
+        worker_id: b.clone(),
+        task_id: task.task_id.clone(),
+        attempt: 2,
+        end: Some(end),
+        checkpoint_hash: String::new(),
+        epochs_trained: 2,
+    })
+    .await
+    .unwrap();
+    let status = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Succeeded as i32, "{status:#?}");
+    assert_eq!(
+        status.epochs_trained, 2,
+        "the refused completion was not counted"
+    );
+    let results = client
+        .get_results(pb::GetResultsRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(results.curves.len(), 1);
+    let xs: Vec<f64> = results.curves[0].points.iter().map(|p| p.x).collect();
+    assert_eq!(xs, vec![1.0, 2.0]);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 3, 3)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let task = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 1,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .remove(0);
+    let send = |seq: u64| pb::ReportRequest {
+        worker_id: a.clone(),
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        seq,
+        items: vec![epoch_item(seq as u32)],
+    };
+    w.report(send(1)).await.unwrap();
+    w.report(send(2)).await.unwrap();
+
+    // Connect midway.
+    let mut stream = client
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.kind, Some(pb::job_event::Kind::Snapshot(_))));
+    // Then finish the job while watching.
+    w.report(send(3)).await.unwrap();
+    w.complete(pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            epoch: 3,
+            ..Default::default()
+        }),
+        checkpoint_hash: String::new(),
+        epochs_trained: 3,
+    })
+    .await
+    .unwrap();
+    let mut seqs = vec![];
+    let mut epochs = vec![];
+    let mut last_state = None;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends when the job ends")
+        .unwrap()
+    {
+        seqs.push(ev.seq);
+        match ev.kind {
+            Some(pb::job_event::Kind::Progress(p)) => {
+                if let Some(pb::progress::Kind::Epoch(e)) = p.kind {
+                    epochs.push(e.epoch);
+                }
+            }
+            Some(pb::job_event::Kind::Job(j)) => last_state = Some(j.state),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every event, in order, from the first"
+    );
+    assert_eq!(epochs, vec![1, 2, 3]);
+    assert_eq!(last_state, Some(pb::JobState::Succeeded as i32));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_the_task_and_refuses_further_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(2, 3, 3)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let task = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 1,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .remove(0);
+    let r = client
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, pb::JobState::Cancelled as i32);
+    let hb = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 1,
+            running: vec![pb::RunningTask {
+                task_id: task.task_id.clone(),
+                attempt: 1,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hb.stop, vec![task.task_id.clone()]);
+    assert!(
+        hb.tasks.is_empty(),
+        "nothing of a cancelled job is handed out"
+    );
+    let err = w
+        .report(pb::ReportRequest {
+            worker_id: a.clone(),
+            task_id: task.task_id.clone(),
+            attempt: 1,
+            seq: 1,
+            items: vec![epoch_item(1)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let results = client
+        .get_results(pb::GetResultsRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(results.curves.is_empty(), "nothing recorded after cancel");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn accepted_results_survive_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let addr = c.addr;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 3, 3)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let task = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 1,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .remove(0);
+    w.report(pb::ReportRequest {
+        worker_id: a.clone(),
+        task_id: task.task_id.clone(),
+        attempt: 1,
+        seq: 1,
+        items: vec![epoch_item(1)],
+    })
+    .await
+    .unwrap();
+    c.stop().await;
+
+    let c = Coordinator::start_on(addr, dir.path(), Duration::from_secs(30)).await;
+    let mut w = c.workers().await;
+    // The worker carries on with the same lease: a resend is recognised,
+    // the next report is stored.
+    let r = w
+        .report(pb::ReportRequest {
+            worker_id: a.clone(),
+            task_id: task.task_id.clone(),
+            attempt: 1,
+            seq: 1,
+            items: vec![epoch_item(1)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.stored);
+    let mut client = c.jobs().await;
+    let results = client
+        .get_results(pb::GetResultsRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(results.curves[0].points.len(), 1);
+    let status = client
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Running as i32);
+    c.stop().await;
+}

@@ -1,0 +1,263 @@
+//! `worker`: takes training tasks from a Ridgeline coordinator and runs them
+//! on this machine's CPU or GPU.
+//!
+//! A thin shell around [`ridgeline_worker::runner::run`]: it parses the
+//! command line, sets up logging, sizes candle's thread pools, and turns
+//! SIGTERM / Ctrl-C into a graceful shutdown (a second signal exits at
+//! once).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use ridgeline_worker::engine::device::configure_threads;
+use ridgeline_worker::runner::{self, DeviceChoice, ModelRegistry, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs Ridgeline tasks handed out by a coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version)]
+struct Args {
+    /// Address of the coordinator.
+    #[arg(
+        long,
+        env = "RIDGELINE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    coordinator: String,
+    /// Name shown in the coordinator's worker list [default: this host's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Device to train on: cpu, cuda:N, or auto (the first GPU if this build
+    /// has CUDA and one answers, else the CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Tasks run at once (the CPU's cores are shared between them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    slots: u32,
+    /// Where downloaded and produced artifacts are kept
+    /// [default: $XDG_CACHE_HOME/ridgeline, else <temp dir>/ridgeline-cache].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Exit after this many seconds with no task running or leased.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    exit_when_idle: Option<Duration>,
+    /// On SIGTERM / Ctrl-C, how long running tasks may still finish before
+    /// they are stopped and handed back to the coordinator.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    shutdown_grace: Duration,
+    /// Log lines as text or as JSON objects (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse::<DeviceChoice>().map_err(|e| e.to_string())
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("`{s}` is not a non-negative number of seconds"))
+}
+
+impl Args {
+    fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            coordinator: self.coordinator.clone(),
+            name: self.name.clone().unwrap_or_else(hostname),
+            device: self.device,
+            slots: self.slots as usize,
+            cache_dir: self
+                .cache_dir
+                .clone()
+                .unwrap_or_else(runner::default_cache_dir),
+            exit_when_idle: self.exit_when_idle,
+            registry: ModelRegistry::default(),
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// This machine's name, for the worker list.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("worker: RUST_LOG `{v}` is not a valid filter ({e}); logging at info");
+            EnvFilter::new("info")
+        }),
+        _ => EnvFilter::new("info"),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    // Fails only if a subscriber is already installed, which a fresh
+    // process never has.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT; exits on the second.
+fn watch_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("interrupted: shutting down"),
+        }
+        token.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without handing tasks back");
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // JSON logs are read by machines, which should see the error
+            // too; on a terminal one line is enough.
+            match args.log_format {
+                LogFormat::Json => tracing::error!("{e:#}"),
+                LogFormat::Text => eprintln!("worker: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config = args.config();
+    // Before the runtime starts any thread and before candle runs anything:
+    // rayon reads its thread count once, and environment variables must
+    // only be set while the process is single-threaded.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    configure_threads(config.slots, cores);
+    // The async side only moves messages; the engine runs on blocking
+    // threads (one per task), so two runtime threads are plenty.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("worker-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let token = CancellationToken::new();
+    let result = runtime.block_on(async {
+        watch_signals(token.clone())?;
+        runner::run(config, token)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    // A task stopped at shutdown may still be finishing a step on its
+    // blocking thread; its result is no longer wanted.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("worker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_every_flag() {
+        let a = parse(&[]).unwrap();
+        if std::env::var_os("RIDGELINE_COORDINATOR").is_none() {
+            assert_eq!(a.coordinator, "http://127.0.0.1:50051");
+        }
+        assert_eq!(a.device, DeviceChoice::Cpu);
+        assert_eq!(a.slots, 1);
+        assert_eq!(a.exit_when_idle, None);
+        assert_eq!(a.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(a.log_format, LogFormat::Text);
+        let c = a.config();
+        assert!(!c.name.is_empty());
+        assert_eq!(c.cache_dir, runner::default_cache_dir());
+
+        let a = parse(&[
+            "--coordinator",
+            "http://10.0.0.1:7000",
+            "--name",
+            "gpu-box",
+            "--device",
+            "cuda:1",
+            "--slots",
+            "4",
+            "--cache-dir",
+            "/var/cache/rl",
+            "--exit-when-idle",
+            "2.5",
+            "--shutdown-grace",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let c = a.config();
+        assert_eq!(c.coordinator, "http://10.0.0.1:7000");
+        assert_eq!(c.name, "gpu-box");
+        assert_eq!(c.device, DeviceChoice::Cuda(1));
+        assert_eq!(c.slots, 4);
+        assert_eq!(c.cache_dir, PathBuf::from("/var/cache/rl"));
+        assert_eq!(c.exit_when_idle, Some(Duration::from_millis(2500)));
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(
+            parse(&["--device", "auto"]).unwrap().device,
+            DeviceChoice::Auto
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse(&["--device", "gpu"]).unwrap_err().to_string();
+        assert!(err.contains("`gpu` is not a device"), "{err}");
+        let err = parse(&["--slots", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--slots"), "{err}");
+        let err = parse(&["--exit-when-idle=-1"]).unwrap_err().to_string();
+        assert!(err.contains("non-negative"), "{err}");
+        let err = parse(&["--exit-when-idle", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`soon` is not a number"), "{err}");
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

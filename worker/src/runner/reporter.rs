@@ -1,0 +1,159 @@
+//! Sends one task attempt's measurements to the coordinator, in order.
+//!
+//! The engine's thread drops each measurement into an unbounded channel and
+//! never waits on the network. A background task drains that channel into
+//! `Report` calls numbered 1, 2, 3… per attempt, batching whatever has
+//! queued up. A report that fails in transit is resent with the *same*
+//! number: the coordinator stores each number once, so a resend after a lost
+//! answer is harmless, and nothing is lost while the coordinator is away.
+
+use std::sync::Arc;
+
+use ridgeline_common::proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::rpc::{self, Backoff, Client, Refusal};
+use super::task::{StopReason, TaskControl};
+
+/// Most measurements in one `Report` (the coordinator accepts 10 000; small
+/// batches keep each call, and each resend, quick).
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Where the engine's thread puts measurements (`send` never blocks).
+pub(crate) type ProgressSender = mpsc::UnboundedSender<pb::Progress>;
+
+/// How a reporter ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReporterEnd {
+    /// Every measurement was acknowledged.
+    Flushed,
+    /// The attempt is no longer ours (`FAILED_PRECONDITION` / `NOT_FOUND`):
+    /// the rest was dropped, and nothing more may be sent for it.
+    LeaseLost(String),
+    /// The coordinator refused a report for another reason.
+    Refused(String),
+}
+
+/// The reporter of one task attempt. Dropping it stops the background task
+/// (and drops whatever was still queued).
+pub(crate) struct Reporter {
+    tx: ProgressSender,
+    handle: Option<JoinHandle<ReporterEnd>>,
+}
+
+impl Reporter {
+    pub(crate) fn spawn(
+        client: Client,
+        worker_id: watch::Receiver<String>,
+        task_id: String,
+        attempt: u32,
+        control: Arc<TaskControl>,
+    ) -> Reporter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The background task logs under the task's span.
+        let handle = tokio::spawn(
+            send_all(client, worker_id, task_id, attempt, control, rx).in_current_span(),
+        );
+        Reporter {
+            tx,
+            handle: Some(handle),
+        }
+    }
+
+    /// A handle for the engine's thread.
+    pub(crate) fn sender(&self) -> ProgressSender {
+        self.tx.clone()
+    }
+
+    /// Waits until everything queued so far was acknowledged (or the
+    /// reporter gave up). Every [`Reporter::sender`] must be dropped first.
+    pub(crate) async fn finish(mut self) -> ReporterEnd {
+        let Some(handle) = self.handle.take() else {
+            return ReporterEnd::Refused("the reporter was already finished".into());
+        };
+        // Closing our sender ends the background task once it has drained
+        // the channel.
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        match handle.await {
+            Ok(end) => end,
+            Err(e) => ReporterEnd::Refused(format!("the reporter task ended abnormally: {e}")),
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+async fn send_all(
+    client: Client,
+    worker_id: watch::Receiver<String>,
+    task_id: String,
+    attempt: u32,
+    control: Arc<TaskControl>,
+    mut rx: mpsc::UnboundedReceiver<pb::Progress>,
+) -> ReporterEnd {
+    let mut seq = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        seq += 1;
+        let mut backoff = Backoff::new();
+        loop {
+            let request = pb::ReportRequest {
+                worker_id: worker_id.borrow().clone(),
+                task_id: task_id.clone(),
+                attempt,
+                seq,
+                items: items.clone(),
+            };
+            let mut c = client.clone();
+            match rpc::call(rpc::RPC_TIMEOUT, c.report(request)).await {
+                Ok(answer) => {
+                    if answer.stop {
+                        tracing::info!("the coordinator asked to stop (job cancelled)");
+                        control.stop(StopReason::Coordinator);
+                    }
+                    break;
+                }
+                Err(status) => match rpc::classify(&status) {
+                    Refusal::Transient => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(seq, error = %rpc::describe(&status), ?delay, "report not delivered; resending");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Refusal::Precondition | Refusal::NotFound => {
+                        let message = rpc::describe(&status);
+                        tracing::warn!(seq, error = %message, "the attempt is no longer ours; stopping it");
+                        control.stop(StopReason::LeaseLost);
+                        rx.close();
+                        return ReporterEnd::LeaseLost(message);
+                    }
+                    Refusal::Permanent => {
+                        let message = format!(
+                            "the coordinator refused report {seq}: {}",
+                            rpc::describe(&status)
+                        );
+                        tracing::error!(seq, error = %message, "report refused");
+                        control.stop(StopReason::Refused);
+                        rx.close();
+                        return ReporterEnd::Refused(message);
+                    }
+                },
+            }
+        }
+    }
+    ReporterEnd::Flushed
+}

@@ -1,0 +1,474 @@
+//! One task attempt from assignment to its last word to the coordinator:
+//! fetch what it needs, run the engine on a blocking thread, upload the
+//! checkpoint, wait until every measurement was acknowledged, then
+//! `Complete` — or `Fail`, or nothing at all when the attempt is no longer
+//! ours.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::task::{DirectionSpec, TaskSpec};
+use ridgeline_common::RunOutcome;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::artifacts::{self, TransferError};
+use super::reporter::{Reporter, ReporterEnd};
+use super::rpc::{self, Backoff, Refusal};
+use super::work::{self, Searched, Trained};
+use super::Shared;
+
+/// The message of the `Fail` sent for each task abandoned at shutdown.
+pub(crate) const SHUTDOWN_MESSAGE: &str = "worker shutting down";
+
+/// How long a `Fail` may take once the worker is past its shutdown grace:
+/// the coordinator hears about abandoned tasks at once when it can, and a
+/// coordinator that is away will let their leases expire instead.
+pub(crate) const FAIL_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a task was asked to stop. The first reason wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    /// The coordinator said so (job cancelled, or the lease is gone).
+    Coordinator = 1,
+    /// A report was refused because the attempt is no longer ours.
+    LeaseLost = 2,
+    /// A report was refused for good; the attempt is failed.
+    Refused = 3,
+    /// The worker is shutting down and its grace is over.
+    Shutdown = 4,
+    /// The attempt is over and everything owed was said (set last, so a
+    /// late stop from the coordinator is recognised as moot).
+    Finished = 5,
+}
+
+/// The cancel flag of one task attempt, shared by the lease loop, the
+/// reporter and the engine's thread (which reads it before every step).
+#[derive(Debug, Default)]
+pub struct TaskControl {
+    reason: AtomicU8,
+}
+
+impl TaskControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the task to stop; a reason given earlier is kept.
+    pub fn stop(&self, why: StopReason) {
+        let _ = self
+            .reason
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != 0
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        match self.reason.load(Ordering::Acquire) {
+            1 => Some(StopReason::Coordinator),
+            2 => Some(StopReason::LeaseLost),
+            3 => Some(StopReason::Refused),
+            4 => Some(StopReason::Shutdown),
+            5 => Some(StopReason::Finished),
+            _ => None,
+        }
+    }
+}
+
+/// How an attempt ended, and so what is still owed to the coordinator.
+#[derive(Debug)]
+enum Ending {
+    /// `Complete` was acknowledged.
+    Completed,
+    /// Stopped by the coordinator, or the attempt is no longer ours: nothing
+    /// more may be said about it.
+    Stopped,
+    /// A `Fail` is owed.
+    Failed { message: String, retryable: bool },
+    /// The worker is shutting down: a retryable `Fail` is owed so the
+    /// coordinator re-queues the task at once.
+    Shutdown,
+}
+
+/// What the engine's thread hands back.
+enum Output {
+    Trained(Trained),
+    Searched(Searched),
+}
+
+/// Runs one task attempt to its end. Never panics on what it was sent;
+/// everything that goes wrong becomes a `Fail`.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    assignment: pb::TaskAssignment,
+    control: Arc<TaskControl>,
+) {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        job_id = %assignment.job_id,
+        attempt = assignment.attempt
+    );
+    async move {
+        let started = Instant::now();
+        let ending = tokio::select! {
+            biased;
+            () = shared.hard_stop.cancelled() => Ending::Shutdown,
+            ending = execute(&shared, &assignment, &control) => ending,
+        };
+        let ending = match ending {
+            Ending::Stopped if control.reason() == Some(StopReason::Shutdown) => Ending::Shutdown,
+            e => e,
+        };
+        let elapsed = started.elapsed();
+        match ending {
+            Ending::Completed => tracing::info!(?elapsed, "task completed"),
+            Ending::Stopped => tracing::info!(?elapsed, reason = ?control.reason(), "task stopped"),
+            Ending::Failed { message, retryable } => {
+                tracing::warn!(?elapsed, %message, retryable, "task failed");
+                fail(&shared, &assignment, &control, &message, retryable).await;
+            }
+            Ending::Shutdown => {
+                control.stop(StopReason::Shutdown);
+                // A task the coordinator had already stopped is owed nothing.
+                if control.reason() == Some(StopReason::Shutdown) {
+                    tracing::warn!(?elapsed, "task abandoned: the worker is shutting down");
+                    fail(&shared, &assignment, &control, SHUTDOWN_MESSAGE, true).await;
+                } else {
+                    tracing::info!(?elapsed, reason = ?control.reason(), "task stopped");
+                }
+            }
+        }
+        control.stop(StopReason::Finished);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Hands a task straight back (assigned while shutting down).
+pub(crate) async fn refuse(
+    shared: Arc<Shared>,
+    assignment: pb::TaskAssignment,
+    control: Arc<TaskControl>,
+) {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        job_id = %assignment.job_id,
+        attempt = assignment.attempt
+    );
+    async move {
+        tracing::info!("handing back a task assigned during shutdown");
+        fail(&shared, &assignment, &control, SHUTDOWN_MESSAGE, true).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute(
+    shared: &Arc<Shared>,
+    assignment: &pb::TaskAssignment,
+    control: &Arc<TaskControl>,
+) -> Ending {
+    let spec = match TaskSpec::from_json(&assignment.spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ending::Failed {
+                message: format!("the task spec cannot be read by this worker: {e}"),
+                retryable: false,
+            }
+        }
+    };
+    let needed = match &spec {
+        TaskSpec::Train(t) => {
+            tracing::info!(curve = %t.curve, from_epoch = t.from_epoch, to_epoch = t.to_epoch, "training chunk started");
+            t.checkpoint.clone()
+        }
+        TaskSpec::LineSearch(t) => {
+            tracing::info!(curve = %t.curve, points = t.points.len(), "line search started");
+            match &t.direction {
+                DirectionSpec::Toward { weights } => Some(weights.clone()),
+                _ => None,
+            }
+        }
+    };
+    let reporter = Reporter::spawn(
+        shared.client.clone(),
+        shared.worker_id.clone(),
+        assignment.task_id.clone(),
+        assignment.attempt,
+        control.clone(),
+    );
+
+    let artifact = match needed {
+        Some(hash) => {
+            match artifacts::obtain(&shared.client, &shared.artifacts, &hash, control).await {
+                Ok(bytes) => Some((hash, bytes)),
+                Err(TransferError::Stopped) => return Ending::Stopped,
+                Err(TransferError::Failed(message)) => {
+                    return Ending::Failed {
+                        message,
+                        retryable: true,
+                    }
+                }
+            }
+        }
+        None => None,
+    };
+
+    let joined = {
+        let engine = shared.engine.clone();
+        let cache = shared.artifacts.clone();
+        let ctl = control.clone();
+        let progress = reporter.sender();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let artifact = artifact.as_ref().map(|(h, b)| (h.as_str(), b.as_slice()));
+            match spec {
+                TaskSpec::Train(t) => {
+                    let out = work::train(&engine, &t, artifact, &ctl, &progress)?;
+                    // The next chunk of this run, if it lands here, then
+                    // needs no download.
+                    if let Some(bytes) = &out.checkpoint {
+                        if let Err(e) = cache.put(bytes) {
+                            tracing::warn!(error = %e, "cannot keep the checkpoint in the local cache");
+                        }
+                    }
+                    Ok(Output::Trained(out))
+                }
+                TaskSpec::LineSearch(t) => {
+                    work::line_search(&engine, &t, artifact, &ctl, &progress).map(Output::Searched)
+                }
+            }
+        })
+        .await
+    };
+    // Whatever the engine says, an attempt that was stopped is owed nothing
+    // more (or, at shutdown, the hand-back `run` sends).
+    if control.is_stopped() {
+        return Ending::Stopped;
+    }
+    let output = match joined {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            return Ending::Failed {
+                retryable: work::is_retryable(&e),
+                message: e.to_string(),
+            }
+        }
+        Err(e) => {
+            return Ending::Failed {
+                message: format!("the task panicked: {}", panic_message(e)),
+                retryable: true,
+            }
+        }
+    };
+
+    let (end, checkpoint_hash, epochs_trained) = match output {
+        Output::Trained(t) => {
+            if matches!(t.outcome, RunOutcome::Stopped { .. }) {
+                return Ending::Stopped;
+            }
+            let hash = match t.checkpoint {
+                Some(bytes) => {
+                    match artifacts::upload(&shared.client, Arc::new(bytes), control).await {
+                        Ok(hash) => hash,
+                        Err(TransferError::Stopped) => return Ending::Stopped,
+                        Err(TransferError::Failed(message)) => {
+                            return Ending::Failed {
+                                message,
+                                retryable: true,
+                            }
+                        }
+                    }
+                }
+                None => String::new(),
+            };
+            tracing::info!(outcome = ?t.outcome, epochs_trained = t.epochs_trained, checkpoint = %hash, "training chunk done");
+            ((&t.outcome).into(), hash, t.epochs_trained)
+        }
+        Output::Searched(s) => {
+            if s.stopped {
+                return Ending::Stopped;
+            }
+            tracing::info!(points = s.points, "line search done");
+            let end: pb::RunEnd = (&RunOutcome::Completed { epoch: 0 }).into();
+            (end, String::new(), s.epochs_trained)
+        }
+    };
+
+    // Complete only once every measurement is stored: the coordinator
+    // treats a completed task's curve as whole.
+    match reporter.finish().await {
+        ReporterEnd::Flushed => {}
+        ReporterEnd::LeaseLost(_) => return Ending::Stopped,
+        ReporterEnd::Refused(message) => {
+            return Ending::Failed {
+                message,
+                retryable: false,
+            }
+        }
+    }
+    if control.is_stopped() {
+        return Ending::Stopped;
+    }
+    let request = pb::CompleteRequest {
+        worker_id: String::new(),
+        task_id: assignment.task_id.clone(),
+        attempt: assignment.attempt,
+        end: Some(end),
+        checkpoint_hash,
+        epochs_trained,
+    };
+    complete(shared, request, control).await
+}
+
+/// Sends `Complete`, resending through coordinator outages (a resent
+/// completion of an attempt already done is acknowledged).
+async fn complete(shared: &Shared, request: pb::CompleteRequest, control: &TaskControl) -> Ending {
+    let mut backoff = Backoff::new();
+    loop {
+        let mut request = request.clone();
+        request.worker_id = shared.worker_id.borrow().clone();
+        match rpc::call(rpc::RPC_TIMEOUT, shared.client.clone().complete(request)).await {
+            Ok(_) => return Ending::Completed,
+            Err(status) => match rpc::classify(&status) {
+                Refusal::Transient => {
+                    tracing::warn!(error = %rpc::describe(&status), "completion not delivered; resending");
+                }
+                Refusal::Precondition | Refusal::NotFound => {
+                    tracing::warn!(error = %rpc::describe(&status), "completion refused: the attempt is no longer ours");
+                    control.stop(StopReason::LeaseLost);
+                    return Ending::Stopped;
+                }
+                Refusal::Permanent => {
+                    return Ending::Failed {
+                        message: format!(
+                            "the coordinator refused the completion: {}",
+                            rpc::describe(&status)
+                        ),
+                        retryable: true,
+                    }
+                }
+            },
+        }
+        if control.is_stopped() {
+            return Ending::Stopped;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Sends `Fail`. Resent through coordinator outages until delivered, until
+/// the attempt is known to be no longer ours, or — once the worker is past
+/// its shutdown grace — for at most [`FAIL_GRACE`].
+async fn fail(
+    shared: &Shared,
+    assignment: &pb::TaskAssignment,
+    control: &TaskControl,
+    message: &str,
+    retryable: bool,
+) {
+    let mut backoff = Backoff::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if deadline.is_none() && shared.hard_stop.is_cancelled() {
+            deadline = Some(Instant::now() + FAIL_GRACE);
+        }
+        let limit = deadline.map_or(rpc::RPC_TIMEOUT, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(rpc::RPC_TIMEOUT)
+        });
+        let request = pb::FailRequest {
+            worker_id: shared.worker_id.borrow().clone(),
+            task_id: assignment.task_id.clone(),
+            attempt: assignment.attempt,
+            message: message.to_string(),
+            retryable,
+        };
+        match rpc::call(limit, shared.client.clone().fail(request)).await {
+            Ok(_) => {
+                tracing::info!(retryable, "failure reported");
+                return;
+            }
+            Err(status) if rpc::classify(&status) == Refusal::Transient => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::warn!(error = %rpc::describe(&status), "cannot report the failure; the lease will expire instead");
+                    return;
+                }
+                tracing::warn!(error = %rpc::describe(&status), "failure not delivered; resending");
+            }
+            Err(status) => {
+                tracing::warn!(error = %rpc::describe(&status), "the coordinator refused the failure report");
+                return;
+            }
+        }
+        if matches!(
+            control.reason(),
+            Some(StopReason::Coordinator | StopReason::LeaseLost)
+        ) {
+            return;
+        }
+        let delay = backoff.next_delay();
+        match deadline {
+            Some(d) => tokio::time::sleep_until((Instant::now() + delay).min(d)).await,
+            None => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.hard_stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// The message of a panic, for the `Fail` that reports it.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stop_reason_wins() {
+        let c = TaskControl::new();
+        assert!(!c.is_stopped());
+        assert_eq!(c.reason(), None);
+        c.stop(StopReason::Coordinator);
+        c.stop(StopReason::Shutdown);
+        assert!(c.is_stopped());
+        assert_eq!(c.reason(), Some(StopReason::Coordinator));
+    }
+
+    #[test]
+    fn panics_become_messages() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(async {
+                tokio::task::spawn_blocking(|| -> () { panic!("tensor shapes disagree: {}", 42) })
+                    .await
+            })
+            .unwrap_err();
+        assert_eq!(panic_message(e), "tensor shapes disagree: 42");
+    }
+}
