@@ -219,7 +219,19 @@ impl Drop for Process {
 
 /// Starts `worker` as a child process.
 pub fn spawn_worker(url: &str, name: &str, slots: usize, cache_dir: &Path) -> Process {
+    spawn_worker_with(url, name, slots, cache_dir, &[])
+}
+
+/// Starts `worker` as a child process with extra flags.
+pub fn spawn_worker_with(
+    url: &str,
+    name: &str,
+    slots: usize,
+    cache_dir: &Path,
+    extra: &[&str],
+) -> Process {
     let child = std::process::Command::new(binary("worker", "ridgeline-worker"))
+        .args(extra)
         .args([
             "--coordinator",
             url,

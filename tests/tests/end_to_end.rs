@@ -13,7 +13,8 @@ use ridgeline_common::job::{JobFormat, LineSearchSection};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::{JobSpec, ScheduleSpec};
 use ridgeline_tests::{
-    free_addr, spawn_coordinator, spawn_worker, submit, wait_for_end, Coordinator,
+    free_addr, spawn_coordinator, spawn_worker, spawn_worker_with, submit, wait_for_end,
+    Coordinator,
 };
 use ridgeline_worker::engine::data;
 use ridgeline_worker::engine::landscape::{self, EvalOptions};
@@ -135,6 +136,27 @@ direction = "trained"
 trained_subset = 300
 trained_epochs = 2
 trained_lr = 0.05
+"#;
+
+/// A small CNN, so a chunk takes long enough (seconds) for a kill or a
+/// signal to land inside it.
+const SLOW_CNN_RAMP: &str = r#"kind = "lr_ramp"
+replicates = 1
+chunk_epochs = 3
+batch_size = 32
+report_every_batches = 10
+[data.source]
+kind = "glyphs"
+n_train = 1000
+n_heldout = 200
+[model]
+kind = "cnn"
+channels = [4, 8]
+dense = []
+[lr_ramp]
+start = 0.001
+end = 0.5
+epochs = 6
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,26 +290,7 @@ async fn a_killed_worker_s_chunk_moves_to_another_worker_with_identical_numbers(
     let mut client = c.jobs().await;
     // One run in two chunks of three epochs; reports every 20 batches so we
     // can kill the worker in the middle of its second chunk.
-    // A small CNN, so a chunk takes long enough (seconds) for the kill to
-    // land inside it.
-    let text = r#"kind = "lr_ramp"
-replicates = 1
-chunk_epochs = 3
-batch_size = 32
-report_every_batches = 10
-[data.source]
-kind = "glyphs"
-n_train = 1000
-n_heldout = 200
-[model]
-kind = "cnn"
-channels = [4, 8]
-dense = []
-[lr_ramp]
-start = 0.001
-end = 0.5
-epochs = 6
-"#;
+    let text = SLOW_CNN_RAMP;
     let job = submit(&mut client, text).await.unwrap();
     let mut a = spawn_worker(&c.url(), "a", 1, &dir.path().join("a"));
     // Chunk 0 done, chunk 1 leased and reporting: kill -9.
@@ -391,4 +394,76 @@ async fn a_killed_coordinator_restarts_on_its_data_dir_and_the_job_completes() {
         .unwrap()
         .into_inner();
     assert_same_curves(&results, &engine_curves(&text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_running_task_back_at_once_and_the_worker_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long TTL: the task must come back through the worker's hand-back,
+    // not through lease expiry.
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(60)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, SLOW_CNN_RAMP).await.unwrap();
+    let mut a = spawn_worker_with(
+        &c.url(),
+        "a",
+        1,
+        &dir.path().join("a"),
+        &["--shutdown-grace", "0.2"],
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let r = client
+            .get_results(pb::GetResultsRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.curves.first().is_some_and(|c| c.points.len() >= 2) {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "the task never reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.signal(15);
+    let exited = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = a.child.try_wait() {
+                return Some(status);
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    let status = exited.expect("the worker exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state_of(&s, 0),
+        pb::TaskState::Pending,
+        "handed back, not left leased: {s:#?}"
+    );
+    assert_eq!(s.tasks[0].attempt, 2);
+    assert!(
+        s.tasks[0].error.contains("shutting down"),
+        "{}",
+        s.tasks[0].error
+    );
+    client
+        .cancel_job(pb::CancelJobRequest { job_id: job })
+        .await
+        .unwrap();
+    c.stop().await;
 }

@@ -475,3 +475,115 @@ async fn accepted_results_survive_a_coordinator_restart() {
     assert_eq!(status.state, pb::JobState::Running as i32);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn workers_only_get_tasks_their_device_can_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(
+        &mut client,
+        &format!("device = \"cuda\"\n{}", jobs::lr_ramp(1, 2, 2)),
+    )
+    .await
+    .unwrap();
+    let mut w = c.workers().await;
+    let cpu = register(&mut w, "cpu-box").await;
+    let l = w
+        .lease(pb::LeaseRequest {
+            worker_id: cpu,
+            free_slots: 4,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        l.tasks.is_empty(),
+        "a cuda job is not handed to a cpu worker"
+    );
+    let gpu = w
+        .register(pb::RegisterRequest {
+            protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
+            name: "gpu-box".into(),
+            device: "cuda:0".into(),
+            slots: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let l = w
+        .lease(pb::LeaseRequest {
+            worker_id: gpu,
+            free_slots: 4,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.tasks.len(), 1);
+    assert_eq!(l.tasks[0].job_id, job);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_the_job_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(
+        &mut client,
+        &format!("max_attempts = 2\n{}", jobs::lr_ramp(2, 2, 2)),
+    )
+    .await
+    .unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let mut attempts = vec![];
+    for _ in 0..2 {
+        let t = w
+            .lease(pb::LeaseRequest {
+                worker_id: a.clone(),
+                free_slots: 1,
+                running: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+            .remove(0);
+        attempts.push((t.task_id.clone(), t.attempt));
+        w.fail(pb::FailRequest {
+            worker_id: a.clone(),
+            task_id: t.task_id.clone(),
+            attempt: t.attempt,
+            message: "CUDA out of memory".into(),
+            retryable: true,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(attempts[0].0, attempts[1].0, "the same task came back");
+    assert_eq!((attempts[0].1, attempts[1].1), (1, 2));
+    let s = client
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.state, pb::JobState::Failed as i32);
+    assert!(
+        s.error.contains("failed 2 times") && s.error.contains("CUDA out of memory"),
+        "{}",
+        s.error
+    );
+    assert!(
+        s.tasks
+            .iter()
+            .all(|t| t.state != pb::TaskState::Pending as i32
+                && t.state != pb::TaskState::Leased as i32),
+        "nothing of a failed job stays queued: {s:#?}"
+    );
+    c.stop().await;
+}
