@@ -144,6 +144,7 @@ mod tests {
                 train: Some(pb::Metrics::default()),
                 ..Default::default()
             })),
+            ..Default::default()
         }
     }
 

@@ -103,6 +103,13 @@ impl Upload {
         tokio::fs::rename(&self.tmp, &dest)
             .await
             .map_err(|e| CoordError::Storage(format!("{}: {e}", dest.display())))?;
+        // The rename itself must be durable before the store records the
+        // artifact (a crash must not leave a recorded checkpoint missing).
+        let dir = self.dest.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
+            .await
+            .map_err(|e| CoordError::Storage(e.to_string()))?
+            .map_err(|e| CoordError::Storage(format!("{}: {e}", self.dest.display())))?;
         Ok(self.written)
     }
 }

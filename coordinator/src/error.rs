@@ -33,6 +33,22 @@ impl From<CoordError> for Status {
             CoordError::NotFound(m) => Status::not_found(m),
             CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
             CoordError::Artifact(m) => Status::data_loss(m),
+            CoordError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                tracing::error!("the coordinator's disk is full");
+                Status::resource_exhausted(
+                    "the coordinator's disk is full: nothing was changed; free space and retry",
+                )
+            }
+            CoordError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ReadOnly =>
+            {
+                tracing::error!("the coordinator's data directory is read-only");
+                Status::unavailable(
+                    "the coordinator's data directory is read-only: nothing was changed",
+                )
+            }
             e @ (CoordError::Storage(_) | CoordError::Sqlite(_)) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable(format!("the coordinator cannot store this change: {e}"))

@@ -56,6 +56,10 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The most tasks one job may have (a bound on what one submit can make
+/// the coordinator store and scan).
+pub const MAX_TASKS_PER_JOB: usize = 20_000;
+
 /// A committed event of a job, as published to watchers.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -179,6 +183,13 @@ impl Scheduler {
             }
         }
         let tasks = planner::plan(&spec);
+        if tasks.len() > MAX_TASKS_PER_JOB {
+            return Err(CoordError::InvalidArgument(format!(
+                "the job would make {} tasks, more than the {MAX_TASKS_PER_JOB} allowed: raise `chunk_epochs` \
+                 (or `line_search.points_per_task`), or split the job",
+                tasks.len()
+            )));
+        }
         if tasks.is_empty() {
             return Err(CoordError::InvalidArgument(
                 "the job has nothing to run".into(),
@@ -267,28 +278,17 @@ impl Scheduler {
 
     pub fn cancel(&self, job_id: &str) -> Result<pb::JobState> {
         let job = self.require_job(job_id)?;
-        if is_terminal(&job.state) {
-            return Ok(job_state_pb(&job.state));
-        }
         let now = now_ms();
-        self.write(|tx, published| {
-            let tasks = live_tasks(tx, &job.id)?;
-            for t in &tasks {
-                tx.execute(
-                    "UPDATE tasks SET state = 'cancelled' WHERE id = ?1",
-                    [&t.id],
-                )?;
-                let ev = store::append_event(
-                    tx,
-                    &job.id,
-                    now,
-                    task_event(t, "cancelled", "job cancelled"),
-                )?;
-                published.push(Published {
-                    job_id: job.id.clone(),
-                    event: ev,
-                });
+        let state = self.write(|tx, published| {
+            // Read again under the write lock: the job may have ended since.
+            let state: String =
+                tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&job.id], |r| {
+                    r.get(0)
+                })?;
+            if is_terminal(&state) {
+                return Ok(state);
             }
+            cancel_rest(tx, &job.id, "job cancelled", now, published)?;
             finish_job(
                 tx,
                 &job.id,
@@ -296,10 +296,11 @@ impl Scheduler {
                 "cancelled by the user",
                 now,
                 published,
-            )
+            )?;
+            Ok("cancelled".to_string())
         })?;
-        tracing::info!(job_id = %job.id, "job cancelled");
-        Ok(pb::JobState::Cancelled)
+        tracing::info!(job_id = %job.id, %state, "cancel");
+        Ok(job_state_pb(&state))
     }
 
     /// Every measurement of the job, one per (curve, step / point / end).
@@ -377,12 +378,16 @@ impl Scheduler {
         let worker = worker.to_string();
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        let free = req.free_slots.min(64) as usize;
         self.write(|tx, published| {
-            let device: String = tx
-                .query_row("SELECT device FROM workers WHERE id = ?1", [&worker], |r| r.get(0))
+            let (device, slots): (String, u32) = tx
+                .query_row("SELECT device, slots FROM workers WHERE id = ?1", [&worker], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?
                 .ok_or_else(|| CoordError::NotFound(format!("worker {worker} is not registered: register again")))?;
+            // Never more than the slots it registered, whatever it asks.
+            let held = req.running.len() as u32;
+            let free = req.free_slots.min(slots.saturating_sub(held)) as usize;
             tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
             let mut stop = vec![];
             for r in &req.running {
@@ -423,10 +428,12 @@ impl Scheduler {
                         let ckpt: String =
                             tx.query_row("SELECT checkpoint FROM tasks WHERE id = ?1", [after], |r| r.get(0))?;
                         if ckpt.is_empty() {
-                            return Err(CoordError::Storage(format!(
-                                "task {after} is done but left no checkpoint for {}",
-                                t.id
-                            )));
+                            // Cannot happen through Complete's checks; if the
+                            // store says so anyway, fail this job rather
+                            // than every Lease call.
+                            let msg = format!("the previous chunk ({after}) left no checkpoint to continue from");
+                            requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+                            continue;
                         }
                         train.checkpoint = Some(ckpt);
                     }
@@ -511,9 +518,11 @@ impl Scheduler {
             if fresh {
                 for item in &req.items {
                     let mut item = item.clone();
-                    // Measurements belong to the task's curve, whatever the
-                    // worker wrote.
+                    // Measurements belong to the task's curve and attempt,
+                    // whatever the worker wrote.
                     item.curve = t.curve.clone();
+                    item.task_id = t.id.clone();
+                    item.attempt = t.attempt;
                     let (kind, key) = match &item.kind {
                         Some(pb::progress::Kind::Epoch(e)) => ("epoch", e.step as i64),
                         Some(pb::progress::Kind::Point(p)) => ("point", p.index as i64),
@@ -521,8 +530,9 @@ impl Scheduler {
                         None => return Err(CoordError::InvalidArgument("`items.kind`: is missing".into())),
                     };
                     tx.execute(
-                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![t.job_id, t.curve, kind, key, item.encode_to_vec()],
+                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![t.job_id, t.curve, kind, key, item.encode_to_vec(), t.id, t.attempt],
                     )?;
                     let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
                     published.push(Published {
@@ -556,12 +566,16 @@ impl Scheduler {
             }
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
-            if matches!(spec, TaskSpec::Train(_)) && req.checkpoint_hash.is_empty() && !t.last_chunk {
-                if let ridgeline_common::RunOutcome::Completed { .. } = outcome {
-                    return Err(CoordError::InvalidArgument(
-                        "`checkpoint_hash`: a training chunk that is not the last must hand on a checkpoint".into(),
-                    ));
-                }
+            if let ridgeline_common::RunOutcome::Stopped { .. } = outcome {
+                return Err(CoordError::InvalidArgument(
+                    "`end.kind`: a stopped task is not complete; send Fail (or nothing) instead".into(),
+                ));
+            }
+            let diverged = matches!(outcome, ridgeline_common::RunOutcome::Diverged { .. });
+            if matches!(spec, TaskSpec::Train(_)) && req.checkpoint_hash.is_empty() && !t.last_chunk && !diverged {
+                return Err(CoordError::InvalidArgument(
+                    "`checkpoint_hash`: a training chunk that is not the last must hand on a checkpoint".into(),
+                ));
             }
             if !req.checkpoint_hash.is_empty() {
                 let known = tx
@@ -588,16 +602,18 @@ impl Scheduler {
                 job_id: t.job_id.clone(),
                 event: ev,
             });
-            let diverged = matches!(outcome, ridgeline_common::RunOutcome::Diverged { .. });
             if t.last_chunk || diverged {
                 let item = pb::Progress {
                     curve: t.curve.clone(),
-                    kind: Some(pb::progress::Kind::End(end.clone())),
+                    kind: Some(pb::progress::Kind::End(end)),
+                    task_id: t.id.clone(),
+                    attempt: t.attempt,
                 };
                 if matches!(spec, TaskSpec::Train(_)) {
                     tx.execute(
-                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload) VALUES (?1, ?2, 'end', 0, ?3)",
-                        params![t.job_id, t.curve, item.encode_to_vec()],
+                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
+                         VALUES (?1, ?2, 'end', 0, ?3, ?4, ?5)",
+                        params![t.job_id, t.curve, item.encode_to_vec(), t.id, t.attempt],
                     )?;
                     let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
                     published.push(Published {
@@ -636,7 +652,14 @@ impl Scheduler {
         self.write(|tx, published| {
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             let message = clip(&req.message, 2000);
-            requeue_or_fail(tx, &t, &message, req.retryable, now, published)
+            let kind = if req.handed_back {
+                Setback::HandedBack
+            } else if req.retryable {
+                Setback::Retryable
+            } else {
+                Setback::Fatal
+            };
+            requeue_or_fail(tx, &t, &message, kind, now, published)
         })
     }
 
@@ -668,7 +691,7 @@ impl Scheduler {
             for t in &expired {
                 tracing::warn!(job_id = %t.job_id, task_id = %t.id, worker_id = %t.worker_id, attempt = t.attempt, "lease expired");
                 let msg = format!("lease expired on worker {} (no heartbeat)", t.worker_id);
-                requeue_or_fail(tx, t, &msg, true, now, published)?;
+                requeue_or_fail(tx, t, &msg, Setback::Retryable, now, published)?;
             }
             Ok(expired.len())
         })
@@ -758,7 +781,7 @@ fn requeue_or_fail(
     tx: &Transaction,
     t: &TaskRow,
     message: &str,
-    retryable: bool,
+    kind: Setback,
     now: i64,
     published: &mut Vec<Published>,
 ) -> Result<()> {
@@ -767,17 +790,30 @@ fn requeue_or_fail(
         [&t.job_id],
         |r| r.get(0),
     )?;
-    if retryable && t.attempt < max {
+    let failures: u32 = tx.query_row("SELECT failures FROM tasks WHERE id = ?1", [&t.id], |r| {
+        r.get(0)
+    })?;
+    let failures = failures + u32::from(kind != Setback::HandedBack);
+    if kind != Setback::Fatal && failures < max {
+        // The abandoned attempt's measurements go: the next attempt measures
+        // the same points again, and a curve never mixes attempts.
+        tx.execute("DELETE FROM measurements WHERE task_id = ?1", [&t.id])?;
         tx.execute(
-            "UPDATE tasks SET state = 'pending', attempt = attempt + 1, worker_id = '', lease_until = 0, error = ?2
+            "UPDATE tasks SET state = 'pending', attempt = attempt + 1, failures = ?3, worker_id = '',
+                              lease_until = 0, error = ?2
              WHERE id = ?1",
-            params![t.id, message],
+            params![t.id, message, failures],
         )?;
+        let what = if kind == Setback::HandedBack {
+            "handed back"
+        } else {
+            "retrying"
+        };
         let ev = store::append_event(
             tx,
             &t.job_id,
             now,
-            task_event(t, "pending", &format!("retrying: {message}")),
+            task_event(t, "pending", &format!("{what}: {message}")),
         )?;
         published.push(Published {
             job_id: t.job_id.clone(),
@@ -787,30 +823,59 @@ fn requeue_or_fail(
         return Ok(());
     }
     tx.execute(
-        "UPDATE tasks SET state = 'failed', error = ?2 WHERE id = ?1",
-        params![t.id, message],
+        "UPDATE tasks SET state = 'failed', failures = ?3, error = ?2 WHERE id = ?1",
+        params![t.id, message, failures],
     )?;
     let ev = store::append_event(tx, &t.job_id, now, task_event(t, "failed", message))?;
     published.push(Published {
         job_id: t.job_id.clone(),
         event: ev,
     });
-    let reason = if retryable {
-        format!(
-            "task {} ({}) failed {} times; last: {message}",
-            t.id, t.label, t.attempt
-        )
-    } else {
+    let reason = if kind == Setback::Fatal {
         format!("task {} ({}) failed: {message}", t.id, t.label)
+    } else {
+        format!(
+            "task {} ({}) failed {failures} times; last: {message}",
+            t.id, t.label
+        )
     };
-    for other in live_tasks(tx, &t.job_id)? {
-        tx.execute(
-            "UPDATE tasks SET state = 'cancelled' WHERE id = ?1",
-            [&other.id],
-        )?;
-    }
+    cancel_rest(tx, &t.job_id, "the job failed", now, published)?;
     tracing::error!(job_id = %t.job_id, task_id = %t.id, %reason, "job failed");
     finish_job(tx, &t.job_id, "failed", &reason, now, published)
+}
+
+/// Why a leased task goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setback {
+    /// A failure that another attempt may not have (lease expired, out of
+    /// memory, a file missing on that machine): counted, then retried.
+    Retryable,
+    /// Retrying cannot help: the job fails now.
+    Fatal,
+    /// The worker gave the task back while shutting down: not counted.
+    HandedBack,
+}
+
+/// Cancels every pending or leased task of a job, with an event each.
+fn cancel_rest(
+    tx: &Transaction,
+    job_id: &str,
+    why: &str,
+    now: i64,
+    published: &mut Vec<Published>,
+) -> Result<()> {
+    for other in live_tasks(tx, job_id)? {
+        tx.execute(
+            "UPDATE tasks SET state = 'cancelled', error = ?2 WHERE id = ?1",
+            params![other.id, why],
+        )?;
+        let ev = store::append_event(tx, job_id, now, task_event(&other, "cancelled", why))?;
+        published.push(Published {
+            job_id: job_id.to_string(),
+            event: ev,
+        });
+    }
+    Ok(())
 }
 
 fn finish_job(
@@ -851,6 +916,7 @@ pub fn status_of(job: &JobRow, tasks: &[TaskRow], with_tasks: bool) -> pb::JobSt
             "done" => s.done += 1,
             "leased" => s.running += 1,
             "failed" => s.failed += 1,
+            "cancelled" => s.cancelled += 1,
             _ => {}
         }
     }

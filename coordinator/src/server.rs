@@ -93,6 +93,7 @@ pub async fn serve(
 
     let jobs = JobServiceServer::new(JobApi {
         scheduler: scheduler.clone(),
+        shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(64 << 20);

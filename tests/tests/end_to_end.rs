@@ -286,7 +286,7 @@ fn state_of(s: &pb::JobStatus, i: usize) -> pb::TaskState {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_chunk_moves_to_another_worker_with_identical_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(2)).await;
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(3)).await;
     let mut client = c.jobs().await;
     // One run in two chunks of three epochs; reports every 20 batches so we
     // can kill the worker in the middle of its second chunk.
@@ -373,6 +373,7 @@ async fn a_killed_coordinator_restarts_on_its_data_dir_and_the_job_completes() {
             >= 2
     })
     .await;
+    assert_eq!(before.state, pb::JobState::Running as i32, "killed mid-job");
     coord.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _coord = spawn_coordinator(addr, &data_dir, Duration::from_secs(5)).await;

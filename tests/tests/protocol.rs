@@ -32,6 +32,7 @@ fn epoch_item(epoch: u32) -> pb::Progress {
             train: metrics(0.5),
             heldout: metrics(0.4),
         })),
+        ..Default::default()
     }
 }
 
@@ -116,7 +117,7 @@ async fn a_worker_of_another_protocol_version_is_refused() {
 #[tokio::test]
 async fn expired_leases_move_on_and_stale_reports_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Coordinator::start(dir.path(), Duration::from_millis(400)).await;
+    let c = Coordinator::start(dir.path(), Duration::from_secs(1)).await;
     let mut client = c.jobs().await;
     let job = submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
     let mut w = c.workers().await;
@@ -561,6 +562,7 @@ async fn retries_are_bounded_and_the_job_fails_with_the_reason() {
             attempt: t.attempt,
             message: "CUDA out of memory".into(),
             retryable: true,
+            handed_back: false,
         })
         .await
         .unwrap();
@@ -586,4 +588,219 @@ async fn retries_are_bounded_and_the_job_fails_with_the_reason() {
         "nothing of a failed job stays queued: {s:#?}"
     );
     c.stop().await;
+}
+
+/// Leases the next task for `worker`.
+async fn lease_one(
+    w: &mut ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient<
+        tonic::transport::Channel,
+    >,
+    worker: &str,
+) -> pb::TaskAssignment {
+    w.lease(pb::LeaseRequest {
+        worker_id: worker.into(),
+        free_slots: 1,
+        running: vec![],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .tasks
+    .remove(0)
+}
+
+fn report(worker: &str, t: &pb::TaskAssignment, seq: u64, epoch: u32) -> pb::ReportRequest {
+    pb::ReportRequest {
+        worker_id: worker.into(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        seq,
+        items: vec![epoch_item(epoch)],
+    }
+}
+
+#[tokio::test]
+async fn a_retried_attempt_replaces_the_abandoned_one_s_measurements() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 3, 3)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let t1 = lease_one(&mut w, &a).await;
+    for e in 1..=3 {
+        w.report(report(&a, &t1, e as u64, e)).await.unwrap();
+    }
+    w.fail(pb::FailRequest {
+        worker_id: a.clone(),
+        task_id: t1.task_id.clone(),
+        attempt: 1,
+        message: "out of memory".into(),
+        retryable: true,
+        handed_back: false,
+    })
+    .await
+    .unwrap();
+    let t2 = lease_one(&mut w, &a).await;
+    assert_eq!(t2.attempt, 2);
+    w.report(report(&a, &t2, 1, 1)).await.unwrap();
+    w.complete(pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: t2.task_id.clone(),
+        attempt: 2,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Diverged as i32,
+            epoch: 1,
+            step: 15,
+            reason: "loss became NaN".into(),
+        }),
+        checkpoint_hash: String::new(),
+        epochs_trained: 1,
+    })
+    .await
+    .unwrap();
+    let r = client
+        .get_results(pb::GetResultsRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let xs: Vec<f64> = r.curves[0].points.iter().map(|p| p.x).collect();
+    assert_eq!(xs, vec![1.0], "attempt 1's epochs 2-3 are gone with it");
+    // Every progress event says which attempt measured it.
+    let mut stream = client
+        .watch_job(pb::WatchJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut attempts = vec![];
+    while let Some(ev) = stream.message().await.unwrap() {
+        if let Some(pb::job_event::Kind::Progress(p)) = ev.kind {
+            assert_eq!(p.task_id, t1.task_id);
+            attempts.push(p.attempt);
+        }
+    }
+    assert_eq!(
+        attempts,
+        vec![1, 1, 1, 2, 2],
+        "3 reports of attempt 1, one of attempt 2, its end"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    // Two chunks: the first must hand on a checkpoint.
+    submit(&mut client, &jobs::lr_ramp(1, 4, 2)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let t = lease_one(&mut w, &a).await;
+    let complete = |kind: pb::run_end::Kind| pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: t.task_id.clone(),
+        attempt: 1,
+        end: Some(pb::RunEnd {
+            kind: kind as i32,
+            epoch: 2,
+            ..Default::default()
+        }),
+        checkpoint_hash: String::new(),
+        epochs_trained: 2,
+    };
+    let err = w
+        .complete(complete(pb::run_end::Kind::Stopped))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("end.kind"), "{}", err.message());
+    let err = w
+        .complete(complete(pb::run_end::Kind::Completed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("checkpoint_hash"),
+        "{}",
+        err.message()
+    );
+    let mut bad = complete(pb::run_end::Kind::Completed);
+    bad.checkpoint_hash = "ab".repeat(32);
+    let err = w.complete(bad).await.unwrap_err();
+    assert!(
+        err.message().contains("was not uploaded"),
+        "{}",
+        err.message()
+    );
+    // Scheduling goes on: another job's task is still handed out.
+    submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let b = register(&mut w, "b").await;
+    let l = w
+        .lease(pb::LeaseRequest {
+            worker_id: b,
+            free_slots: 1,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.tasks.len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_hand_back_on_shutdown_does_not_use_up_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(
+        &mut client,
+        &format!("max_attempts = 1\n{}", jobs::lr_ramp(1, 2, 2)),
+    )
+    .await
+    .unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    for attempt in 1..=3 {
+        let t = lease_one(&mut w, &a).await;
+        assert_eq!(t.attempt, attempt);
+        w.fail(pb::FailRequest {
+            worker_id: a.clone(),
+            task_id: t.task_id.clone(),
+            attempt,
+            message: "worker shutting down".into(),
+            retryable: true,
+            handed_back: true,
+        })
+        .await
+        .unwrap();
+    }
+    let s = client
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.state, pb::JobState::Running as i32, "{s:#?}");
+    assert_eq!(s.tasks[0].state, pb::TaskState::Pending as i32);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_watch_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let mut stream = client
+        .watch_job(pb::WatchJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), c.stop())
+        .await
+        .expect("the server stops although the job is still being watched");
 }

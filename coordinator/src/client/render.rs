@@ -627,6 +627,7 @@ mod tests {
             done,
             running,
             failed,
+            cancelled: 0,
         }
     }
 
@@ -832,6 +833,7 @@ mod tests {
             kind: Some(pb::job_event::Kind::Progress(pb::Progress {
                 curve: curve.into(),
                 kind: Some(kind),
+                ..Default::default()
             })),
         }
     }

@@ -201,6 +201,7 @@ impl Worker {
                 attempt: t.attempt,
                 message: message.into(),
                 retryable: false,
+                handed_back: false,
             })
             .await
             .expect("fail");
@@ -278,6 +279,7 @@ fn epoch(
             train,
             heldout,
         })),
+        ..Default::default()
     }
 }
 

@@ -160,6 +160,7 @@ impl Board {
             done: c.done,
             running: c.running,
             failed: c.failed,
+            cancelled: 0,
         }
     }
 }
@@ -382,6 +383,7 @@ mod tests {
                     done: 1,
                     running: 1,
                     failed: 0,
+                    cancelled: 0,
                 },
                 pb::StageProgress {
                     stage: "line_search".into(),
@@ -389,6 +391,7 @@ mod tests {
                     done: 2,
                     running: 0,
                     failed: 0,
+                    cancelled: 0,
                 },
             ],
             tasks: vec![

@@ -11,6 +11,7 @@ use ridgeline_common::spec::MetricKind;
 use ridgeline_common::JobSpec;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::analysis;
@@ -18,6 +19,19 @@ use crate::scheduler::{is_terminal, Scheduler};
 
 pub struct JobApi {
     pub scheduler: Arc<Scheduler>,
+    /// Ends open watch streams when the server shuts down (otherwise a
+    /// graceful shutdown would wait for every watched job to finish).
+    pub shutdown: CancellationToken,
+}
+
+/// Runs a scheduler call off the async threads (it takes the store lock and
+/// may read many rows or fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -40,9 +54,7 @@ impl JobService for JobApi {
             }
         };
         let s = self.scheduler.clone();
-        let id = tokio::task::spawn_blocking(move || s.submit(&req.text, format))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let id = blocking(move || s.submit(&req.text, format)).await?;
         Ok(Response::new(pb::SubmitJobResponse {
             job_id: id.to_string(),
         }))
@@ -61,8 +73,9 @@ impl JobService for JobApi {
         &self,
         _: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let s = self.scheduler.clone();
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: self.scheduler.list_jobs()?,
+            jobs: blocking(move || s.list_jobs()).await?,
         }))
     }
 
@@ -75,7 +88,9 @@ impl JobService for JobApi {
         let job_id = req.into_inner().job_id;
         // Subscribe before reading the log, so nothing falls in between.
         let mut live = self.scheduler.subscribe();
-        let snapshot = self.scheduler.job_status(&job_id)?;
+        let s = self.scheduler.clone();
+        let snapshot = blocking(move || s.job_status(&job_id)).await?;
+        let shutdown = self.shutdown.clone();
         let job_id = snapshot.job_id.clone();
         let (tx, rx) = mpsc::channel(256);
         let sched = self.scheduler.clone();
@@ -110,7 +125,17 @@ impl JobService for JobApi {
                 }
             }
             while !ended {
-                match live.recv().await {
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    // The watcher went away: stop at once, not at the next
+                    // event of this job (which may never come).
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the coordinator is shutting down; watch again"))).await;
+                        return;
+                    }
+                };
+                match received {
                     Ok(p) if p.job_id == job_id => {
                         if p.event.seq <= last {
                             continue;
@@ -166,7 +191,9 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let state = self.scheduler.cancel(&req.into_inner().job_id)?;
+        let s = self.scheduler.clone();
+        let id = req.into_inner().job_id;
+        let state = blocking(move || s.cancel(&id)).await?;
         Ok(Response::new(pb::CancelJobResponse {
             state: state as i32,
         }))
@@ -176,8 +203,9 @@ impl JobService for JobApi {
         &self,
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let s = self.scheduler.clone();
         Ok(Response::new(pb::ListWorkersResponse {
-            workers: self.scheduler.workers()?,
+            workers: blocking(move || s.workers()).await?,
         }))
     }
 
@@ -185,7 +213,9 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::GetResultsRequest>,
     ) -> Result<Response<pb::JobResults>, Status> {
-        let (job, measurements) = self.scheduler.measurements(&req.into_inner().job_id)?;
+        let s = self.scheduler.clone();
+        let id = req.into_inner().job_id;
+        let (job, measurements) = blocking(move || s.measurements(&id)).await?;
         let metric = serde_json::from_str::<JobSpec>(&job.spec)
             .ok()
             .map(|s| match s.metric {

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_chunk  INTEGER NOT NULL,          -- 1: ends its run
     spec        TEXT NOT NULL,             -- TaskSpec as JSON
     state       TEXT NOT NULL,             -- pending | leased | done | failed | cancelled
-    attempt     INTEGER NOT NULL DEFAULT 1,
+    attempt     INTEGER NOT NULL DEFAULT 1, -- fencing token: +1 at every re-queue
+    failures    INTEGER NOT NULL DEFAULT 0, -- counted against max_attempts (not hand-backs)
     worker_id   TEXT NOT NULL DEFAULT '',
     lease_until INTEGER NOT NULL DEFAULT 0,
     checkpoint  TEXT NOT NULL DEFAULT '',  -- output artifact hash
@@ -65,8 +66,11 @@ CREATE TABLE IF NOT EXISTS measurements (
     kind    TEXT NOT NULL,                 -- epoch | point | end
     key     INTEGER NOT NULL,
     payload BLOB NOT NULL,                 -- prost-encoded Progress
+    task_id TEXT NOT NULL,                 -- the attempt that measured it: an
+    attempt INTEGER NOT NULL,              -- abandoned attempt's rows are removed
     PRIMARY KEY (job_id, curve, kind, key)
 );
+CREATE INDEX IF NOT EXISTS measurements_by_task ON measurements(task_id);
 
 CREATE TABLE IF NOT EXISTS workers (
     id           TEXT PRIMARY KEY,

@@ -391,6 +391,8 @@ async fn fail(
             attempt: assignment.attempt,
             message: message.to_string(),
             retryable,
+            // The shutdown hand-back is not a failure of the task.
+            handed_back: message == SHUTDOWN_MESSAGE,
         };
         match rpc::call(limit, shared.client.clone().fail(request)).await {
             Ok(_) => {

@@ -211,6 +211,8 @@ impl Observer for Forward<'_> {
         let _ = self.progress.send(pb::Progress {
             curve: self.curve.to_string(),
             kind: Some(pb::progress::Kind::Epoch((*report).into())),
+            // Filled in by the coordinator from the lease.
+            ..Default::default()
         });
         if self.control.is_stopped() {
             Flow::Stop
@@ -386,6 +388,7 @@ pub fn line_search(
             kind: Some(pb::progress::Kind::Point(wire::line_point_to_wire(
                 index, p,
             ))),
+            ..Default::default()
         });
         !control.is_stopped()
     })?;
