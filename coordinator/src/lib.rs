@@ -18,6 +18,7 @@
 pub mod analysis;
 pub mod artifacts;
 pub mod client;
+pub mod decisions;
 pub mod error;
 pub mod planner;
 pub mod scheduler;
