@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use crate::analysis;
 use crate::scheduler::{is_terminal, Scheduler};
 
@@ -22,16 +23,6 @@ pub struct JobApi {
     /// Ends open watch streams when the server shuts down (otherwise a
     /// graceful shutdown would wait for every watched job to finish).
     pub shutdown: CancellationToken,
-}
-
-/// Runs a scheduler call off the async threads (it takes the store lock and
-/// may read many rows or fsync).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -104,26 +95,9 @@ impl JobService for JobApi {
                 return;
             }
             let mut last = 0u64;
-            // Replays the stored log from `last`; returns whether the job ended.
-            let replay = |last: &mut u64| -> Result<(Vec<pb::JobEvent>, bool), Status> {
-                let (evs, ended) = sched.events_after(&job_id, *last)?;
-                if let Some(e) = evs.last() {
-                    *last = e.seq;
-                }
-                Ok((evs, ended))
+            let Some(mut ended) = catch_up(&sched, &job_id, &mut last, &tx).await else {
+                return;
             };
-            let (evs, mut ended) = match replay(&mut last) {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            for e in evs {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
             while !ended {
                 let received = tokio::select! {
                     r = live.recv() => r,
@@ -136,28 +110,10 @@ impl JobService for JobApi {
                     }
                 };
                 match received {
-                    Ok(p) if p.job_id == job_id => {
-                        if p.event.seq <= last {
-                            continue;
-                        }
-                        if p.event.seq != last + 1 {
-                            // A gap (published out of order): fill it from the log.
-                            match replay(&mut last) {
-                                Ok((evs, e)) => {
-                                    ended = e;
-                                    for ev in evs {
-                                        if tx.send(Ok(ev)).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Err(e)).await;
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
+                    Ok(p) if p.job_id != job_id => {}
+                    // Already sent.
+                    Ok(p) if p.event.seq <= last => {}
+                    Ok(p) if p.event.seq == last + 1 => {
                         last = p.event.seq;
                         ended = matches!(&p.event.kind, Some(pb::job_event::Kind::Job(j))
                             if is_terminal_pb(j.state));
@@ -165,21 +121,14 @@ impl JobService for JobApi {
                             return;
                         }
                     }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => match replay(&mut last) {
-                        Ok((evs, e)) => {
-                            ended = e;
-                            for ev in evs {
-                                if tx.send(Ok(ev)).await.is_err() {
-                                    return;
-                                }
-                            }
+                    // A gap (published out of order) or missed events
+                    // (lagged): fill in from the stored log.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match catch_up(&sched, &job_id, &mut last, &tx).await {
+                            Some(e) => ended = e,
+                            None => return,
                         }
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    },
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
@@ -232,6 +181,30 @@ impl JobService for JobApi {
             measurements,
         )))
     }
+}
+
+/// Sends the stored events after `last` and advances it. Returns whether
+/// the job has ended, or `None` when the stream is over (watcher gone or
+/// error sent).
+async fn catch_up(
+    sched: &Arc<Scheduler>,
+    job_id: &str,
+    last: &mut u64,
+    tx: &mpsc::Sender<Result<pb::JobEvent, Status>>,
+) -> Option<bool> {
+    let (s, id, after) = (sched.clone(), job_id.to_string(), *last);
+    let (events, ended) = match blocking(move || s.events_after(&id, after)).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return None;
+        }
+    };
+    for e in events {
+        *last = e.seq;
+        tx.send(Ok(e)).await.ok()?;
+    }
+    Some(ended)
 }
 
 fn is_terminal_pb(state: i32) -> bool {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::blocking;
 use crate::artifacts::{check_hash, ArtifactStore};
 use crate::scheduler::Scheduler;
 
@@ -23,15 +24,6 @@ pub struct WorkerApi {
     pub artifacts: Arc<ArtifactStore>,
     /// Largest artifact accepted by UploadArtifact.
     pub max_artifact_bytes: u64,
-}
-
-/// Runs a blocking scheduler call off the async threads (it may fsync).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
