@@ -1,0 +1,334 @@
+//! The scheduler: the one owner of job and task state. Every change goes
+//! through a method here, runs as one store transaction, and is published to
+//! watchers only after it is committed.
+//!
+//! Task lifecycle (attempt numbers start at 1):
+//!
+//! ```text
+//!            lease                 complete
+//! pending ─────────► leased ───────────────────► done
+//!    ▲                 │  fail (retryable) or lease expired,
+//!    └─────────────────┘  attempt + 1 (while failures < max_attempts;
+//!                         a worker's shutdown hand-back is not a failure)
+//!                      │
+//!                      └──► failed   (attempts used up, or not retryable:
+//!                                     the job fails with the reason)
+//! pending/leased ──► cancelled       (job cancelled, or an earlier chunk of
+//!                                     the run diverged)
+//! ```
+//!
+//! A report, completion or failure is accepted only from the worker holding
+//! the task's current attempt; anything else is refused and never counted.
+//! Resent reports (same attempt and seq) are acknowledged but stored once.
+//!
+//! * this file: the state owner, and the job-facing operations (submit,
+//!   status, cancel, results);
+//! * [`leases`]: the worker-facing operations (register, lease/heartbeat,
+//!   report, complete, fail, expiry);
+//! * [`transitions`]: the state changes both share (re-queue or fail,
+//!   cancel the rest, finish a job) and the status summary.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prost::Message;
+use ridgeline_common::job::{JobFormat, JobSpec};
+use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::JobId;
+use rusqlite::{params, Transaction};
+use tokio::sync::broadcast;
+
+use crate::error::{CoordError, Result};
+use crate::planner;
+use crate::store::{self, JobRow, Store, TaskRow};
+
+mod leases;
+mod transitions;
+
+pub use transitions::status_of;
+use transitions::{cancel_rest, finish_job};
+
+/// Timing of leases and heartbeats.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// A leased task whose worker has not been heard of for this long is
+    /// handed to another worker.
+    pub lease_ttl: Duration,
+    /// How often workers call Lease (the heartbeat).
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The most tasks one job may have (a bound on what one submit can make
+/// the coordinator store and scan).
+pub const MAX_TASKS_PER_JOB: usize = 20_000;
+
+/// A committed event of a job, as published to watchers.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub job_id: String,
+    pub event: pb::JobEvent,
+}
+
+pub struct Scheduler {
+    /// The store is the state; one lock makes every change a single-writer
+    /// transaction (they are short: a few rows each).
+    store: Mutex<Store>,
+    events: broadcast::Sender<Published>,
+    config: SchedulerConfig,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn job_state_pb(s: &str) -> pb::JobState {
+    match s {
+        "queued" => pb::JobState::Queued,
+        "running" => pb::JobState::Running,
+        "succeeded" => pb::JobState::Succeeded,
+        "failed" => pb::JobState::Failed,
+        "cancelled" => pb::JobState::Cancelled,
+        _ => pb::JobState::Unspecified,
+    }
+}
+
+fn task_state_pb(s: &str) -> pb::TaskState {
+    match s {
+        "pending" => pb::TaskState::Pending,
+        "leased" => pb::TaskState::Leased,
+        "done" => pb::TaskState::Done,
+        "failed" => pb::TaskState::Failed,
+        "cancelled" => pb::TaskState::Cancelled,
+        _ => pb::TaskState::Unspecified,
+    }
+}
+
+pub fn is_terminal(job_state: &str) -> bool {
+    matches!(job_state, "succeeded" | "failed" | "cancelled")
+}
+
+fn task_event(t: &TaskRow, state: &str, message: &str) -> pb::job_event::Kind {
+    pb::job_event::Kind::Task(pb::TaskEvent {
+        task_id: t.id.clone(),
+        state: task_state_pb(state) as i32,
+        attempt: t.attempt,
+        worker_id: t.worker_id.clone(),
+        message: message.to_string(),
+    })
+}
+
+fn job_change(state: &str, message: &str) -> pb::job_event::Kind {
+    pb::job_event::Kind::Job(pb::JobStateChange {
+        state: job_state_pb(state) as i32,
+        message: message.to_string(),
+    })
+}
+
+impl Scheduler {
+    pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
+        let (events, _) = broadcast::channel(4096);
+        Scheduler {
+            store: Mutex::new(store),
+            events,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a half-done change:
+        // the transaction is rolled back when it is dropped.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a write transaction and publishes the events it appended.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction, &mut Vec<Published>) -> Result<T>,
+    ) -> Result<T> {
+        let mut published = vec![];
+        let out = self.lock().write(|tx| f(tx, &mut published))?;
+        for p in published {
+            // No receiver is fine: nobody is watching.
+            let _ = self.events.send(p);
+        }
+        Ok(out)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.events.subscribe()
+    }
+
+    // ------------------------------------------------------------ jobs
+
+    /// Validates and stores a job with all its tasks, atomically.
+    pub fn submit(&self, text: &str, format: JobFormat) -> Result<JobId> {
+        if text.len() > 1 << 20 {
+            return Err(CoordError::InvalidArgument(
+                "job file: larger than 1 MiB".into(),
+            ));
+        }
+        let spec =
+            JobSpec::parse(text, format).map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        for f in spec.data.source.files() {
+            if !f.exists() {
+                return Err(CoordError::InvalidArgument(format!(
+                    "`data.source`: {} does not exist on the coordinator (file datasets must be on a path every \
+                     machine can read)",
+                    f.display()
+                )));
+            }
+        }
+        let tasks = planner::plan(&spec);
+        if tasks.len() > MAX_TASKS_PER_JOB {
+            return Err(CoordError::InvalidArgument(format!(
+                "the job would make {} tasks, more than the {MAX_TASKS_PER_JOB} allowed: raise `chunk_epochs` \
+                 (or `line_search.points_per_task`), or split the job",
+                tasks.len()
+            )));
+        }
+        if tasks.is_empty() {
+            return Err(CoordError::InvalidArgument(
+                "the job has nothing to run".into(),
+            ));
+        }
+        let id = JobId::new();
+        let now = now_ms();
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| CoordError::InvalidArgument(format!("job: {e}")))?;
+        self.write(|tx, published| {
+            tx.execute(
+                "INSERT INTO jobs(id, name, kind, spec, state, device, max_attempts, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![
+                    id.to_string(),
+                    spec.display_name(),
+                    spec.kind.as_str(),
+                    spec_json,
+                    spec.device.as_str(),
+                    spec.max_attempts,
+                    now
+                ],
+            )?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+            )?;
+            for (i, t) in tasks.iter().enumerate() {
+                st.execute(params![
+                    t.id.to_string(),
+                    id.to_string(),
+                    i as i64,
+                    t.stage,
+                    t.label,
+                    t.curve,
+                    t.after.map(|a| a.to_string()),
+                    t.last_chunk as i64,
+                    t.spec.to_json(),
+                ])?;
+            }
+            let ev = store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
+            published.push(Published {
+                job_id: id.to_string(),
+                event: ev,
+            });
+            Ok(())
+        })?;
+        tracing::info!(job_id = %id, kind = spec.kind.as_str(), tasks = tasks.len(), "job submitted");
+        Ok(id)
+    }
+
+    fn require_job(&self, job_id: &str) -> Result<JobRow> {
+        let id = JobId::parse("job_id", job_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        store::get_job(self.lock().read(), &id.to_string())?
+            .ok_or_else(|| CoordError::NotFound(format!("no job {id}")))
+    }
+
+    /// The job's state with per-stage and per-task progress.
+    pub fn job_status(&self, job_id: &str) -> Result<pb::JobStatus> {
+        let job = self.require_job(job_id)?;
+        let tasks = store::job_tasks(self.lock().read(), &job.id)?;
+        Ok(status_of(&job, &tasks, true))
+    }
+
+    pub fn list_jobs(&self) -> Result<Vec<pb::JobStatus>> {
+        let store = self.lock();
+        let mut out = vec![];
+        for job in store::all_jobs(store.read())? {
+            let tasks = store::job_tasks(store.read(), &job.id)?;
+            out.push(status_of(&job, &tasks, false));
+        }
+        Ok(out)
+    }
+
+    /// Stored events of a job after `seq`, and whether the job has ended.
+    pub fn events_after(&self, job_id: &str, seq: u64) -> Result<(Vec<pb::JobEvent>, bool)> {
+        let store = self.lock();
+        let job = store::get_job(store.read(), job_id)?
+            .ok_or_else(|| CoordError::NotFound(format!("no job {job_id}")))?;
+        Ok((
+            store::events_after(store.read(), job_id, seq)?,
+            is_terminal(&job.state),
+        ))
+    }
+
+    pub fn cancel(&self, job_id: &str) -> Result<pb::JobState> {
+        let job = self.require_job(job_id)?;
+        let now = now_ms();
+        let state = self.write(|tx, published| {
+            // Read again under the write lock: the job may have ended since.
+            let state: String =
+                tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&job.id], |r| {
+                    r.get(0)
+                })?;
+            if is_terminal(&state) {
+                return Ok(state);
+            }
+            cancel_rest(tx, &job.id, "job cancelled", now, published)?;
+            finish_job(
+                tx,
+                &job.id,
+                "cancelled",
+                "cancelled by the user",
+                now,
+                published,
+            )?;
+            Ok("cancelled".to_string())
+        })?;
+        tracing::info!(job_id = %job.id, %state, "cancel");
+        Ok(job_state_pb(&state))
+    }
+
+    /// Every measurement of the job, one per (curve, step / point / end).
+    pub fn measurements(&self, job_id: &str) -> Result<(JobRow, Vec<pb::Progress>)> {
+        let job = self.require_job(job_id)?;
+        let store = self.lock();
+        let mut st = store.read().prepare_cached(
+            "SELECT payload FROM measurements WHERE job_id = ?1 ORDER BY curve, kind, key",
+        )?;
+        let rows = st.query_map([&job.id], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = vec![];
+        for b in rows {
+            let b = b?;
+            out.push(pb::Progress::decode(b.as_slice()).map_err(|e| {
+                CoordError::Storage(format!("measurement of job {} is corrupt: {e}", job.id))
+            })?);
+        }
+        Ok((job, out))
+    }
+}
