@@ -468,3 +468,113 @@ async fn sigterm_hands_the_running_task_back_at_once_and_the_worker_exits() {
         .unwrap();
     c.stop().await;
 }
+
+/// An NPY v1.0 file of little-endian values with descr `descr` (`<f4`, `<i8`).
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_data_files_are_fetched_by_hash_and_give_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 examples of 4 features, 3 classes from a fixed rule.
+    let (n, d) = (400usize, 4usize);
+    let mut x = Vec::with_capacity(n * d * 4);
+    let mut y = Vec::with_capacity(n * 8);
+    for i in 0..n {
+        let f: Vec<f32> = (0..d)
+            .map(|j| (((i * 7 + j * 13) % 29) as f32 / 29.0) - 0.5)
+            .collect();
+        for v in &f {
+            x.extend_from_slice(&v.to_le_bytes());
+        }
+        let class = if f[0] + f[1] > 0.1 {
+            0i64
+        } else if f[2] > 0.0 {
+            1
+        } else {
+            2
+        };
+        y.extend_from_slice(&class.to_le_bytes());
+    }
+    let (xb, yb) = (npy("<f4", &[n, d], &x), npy("<i8", &[n], &y));
+    let (xp, yp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    std::fs::write(&xp, &xb).unwrap();
+    std::fs::write(&yp, &yb).unwrap();
+
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
+    let hx = ridgeline_coordinator::client::upload(&c.url(), xb)
+        .await
+        .unwrap();
+    let hy = ridgeline_coordinator::client::upload(&c.url(), yb)
+        .await
+        .unwrap();
+    let job = |x: &str, y: &str| {
+        format!(
+            "kind = \"train\"\nreplicates = 2\nbatch_size = 32\n[data.source]\nkind = \"npy\"\nx = \"{x}\"\ny = \"{y}\"\n\
+             [model]\nkind = \"mlp\"\nhidden = [16]\n[train]\nepochs = 3\nschedule = {{ lr = {{ kind = \"constant\", lr = 0.1 }} }}\n"
+        )
+    };
+    let mut client = c.jobs().await;
+    let missing = "0".repeat(64);
+    let err = submit(
+        &mut client,
+        &job(&format!("artifact:{missing}"), &format!("artifact:{hy}")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("never uploaded"),
+        "{}",
+        err.message()
+    );
+    let id = submit(
+        &mut client,
+        &job(&format!("artifact:{hx}"), &format!("artifact:{hy}")),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    start_worker(&c.url(), "a", dir.path(), &stop);
+    let s = wait_for_end(&mut client, &id, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    assert!(
+        dir.path()
+            .join("a")
+            .join(format!("{hx}.safetensors"))
+            .exists(),
+        "cached by hash"
+    );
+    let results = client
+        .get_results(pb::GetResultsRequest { job_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    // The same job reading the local files directly.
+    assert_same_curves(
+        &results,
+        &engine_curves(&job(xp.to_str().unwrap(), yp.to_str().unwrap())),
+    );
+    stop.cancel();
+    c.stop().await;
+}

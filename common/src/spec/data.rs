@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_positive, SpecError, Task};
 
+/// A data file uploaded to the coordinator is named `artifact:<sha256>` in
+/// a job instead of by a path (`coordinator upload FILE` prints the name);
+/// workers fetch it by hash, verify it, and cache it.
+pub const ARTIFACT_PREFIX: &str = "artifact:";
+
+/// The content hash of an `artifact:<sha256>` file name, if it is one.
+pub fn artifact_hash(path: &std::path::Path) -> Option<&str> {
+    path.to_str()?.strip_prefix(ARTIFACT_PREFIX)
+}
+
 /// How inputs are rescaled. Statistics always come from the training split
 /// only, so no heldout information leaks into training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -105,6 +115,25 @@ impl DatasetSource {
             DatasetSource::Npy(_) => "npy",
             DatasetSource::Npz(_) => "npz",
             DatasetSource::Csv(_) => "csv",
+        }
+    }
+
+    /// The files this source reads, mutably (a worker replaces
+    /// `artifact:<sha256>` references by the path of its cached copy).
+    pub fn files_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            DatasetSource::Glyphs(_) | DatasetSource::Tabular(_) | DatasetSource::Neurons(_) => {
+                vec![]
+            }
+            DatasetSource::Idx(s) => {
+                let mut v = vec![&mut s.train_images, &mut s.train_labels];
+                v.extend(s.heldout_images.iter_mut());
+                v.extend(s.heldout_labels.iter_mut());
+                v
+            }
+            DatasetSource::Npy(s) => vec![&mut s.x, &mut s.y],
+            DatasetSource::Npz(s) => vec![&mut s.path],
+            DatasetSource::Csv(s) => vec![&mut s.path],
         }
     }
 

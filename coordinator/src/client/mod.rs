@@ -119,6 +119,13 @@ pub enum ClientCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Upload a data file (IDX, NPY, NPZ, CSV) to the coordinator, for
+    /// machines that cannot read it from a shared path; prints the name to
+    /// use for it in a job file: `artifact:<sha256>`.
+    Upload {
+        /// The file to upload.
+        file: PathBuf,
+    },
 }
 
 /// Runs one client command against the coordinator at `endpoint`
@@ -224,7 +231,52 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
                 }
             }
         }
+        ClientCommand::Upload { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let hash = upload(&url, bytes).await?;
+            emit(&format!(
+                "{}{hash}\n",
+                ridgeline_common::spec::ARTIFACT_PREFIX
+            ))
+        }
     }
+}
+
+/// Uploads `bytes` as an artifact in 1 MiB chunks; returns its hash.
+pub async fn upload(url: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+    use sha2::Digest;
+    const CHUNK: usize = 1 << 20;
+    let hash = hex::encode(sha2::Sha256::digest(&bytes));
+    let size = bytes.len() as u64;
+    let chunks: Vec<pb::ArtifactChunk> = if bytes.is_empty() {
+        vec![pb::ArtifactChunk {
+            hash: hash.clone(),
+            size,
+            data: vec![],
+        }]
+    } else {
+        bytes
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(i, c)| pb::ArtifactChunk {
+                hash: if i == 0 { hash.clone() } else { String::new() },
+                size: if i == 0 { size } else { 0 },
+                data: c.to_vec(),
+            })
+            .collect()
+    };
+    let mut client =
+        ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient::connect(
+            url.to_string(),
+        )
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    client
+        .upload_artifact(tokio_stream::iter(chunks))
+        .await
+        .map_err(|s| anyhow::anyhow!("upload refused: {}", s.message()))?;
+    Ok(hash)
 }
 
 /// `host:port` → `http://host:port`; a URL with a scheme is kept as is.

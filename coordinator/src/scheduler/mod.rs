@@ -35,7 +35,7 @@ use prost::Message;
 use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::JobId;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::broadcast;
 
 use crate::error::{CoordError, Result};
@@ -185,10 +185,29 @@ impl Scheduler {
         let spec =
             JobSpec::parse(text, format).map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         for f in spec.data.source.files() {
-            if !f.exists() {
+            if let Some(hash) = ridgeline_common::spec::artifact_hash(f) {
+                let hash = crate::artifacts::check_hash(hash).map_err(|_| {
+                    CoordError::InvalidArgument(format!(
+                        "`data.source`: `{}` is not artifact:<sha256>",
+                        f.display()
+                    ))
+                })?;
+                let known = self
+                    .lock()
+                    .read()
+                    .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&hash], |_| {
+                        Ok(())
+                    })
+                    .optional()?;
+                if known.is_none() {
+                    return Err(CoordError::InvalidArgument(format!(
+                        "`data.source`: artifact {hash} was never uploaded (use `coordinator upload FILE`)"
+                    )));
+                }
+            } else if !f.exists() {
                 return Err(CoordError::InvalidArgument(format!(
                     "`data.source`: {} does not exist on the coordinator (file datasets must be on a path every \
-                     machine can read)",
+                     machine can read, or uploaded with `coordinator upload FILE`)",
                     f.display()
                 )));
             }

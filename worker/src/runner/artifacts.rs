@@ -69,6 +69,11 @@ impl ArtifactCache {
         artifact::store(&self.dir, bytes)
     }
 
+    /// Where the artifact `hash` is (or would be) kept.
+    pub fn file(&self, hash: &str) -> PathBuf {
+        self.path(hash)
+    }
+
     fn path(&self, hash: &str) -> PathBuf {
         self.dir
             .join(format!("{}.safetensors", hash.to_ascii_lowercase()))

@@ -175,7 +175,7 @@ async fn execute(
     assignment: &pb::TaskAssignment,
     control: &Arc<TaskControl>,
 ) -> Ending {
-    let spec = match TaskSpec::from_json(&assignment.spec_json) {
+    let mut spec = match TaskSpec::from_json(&assignment.spec_json) {
         Ok(s) => s,
         Err(e) => {
             return Ending::Failed {
@@ -197,6 +197,39 @@ async fn execute(
             }
         }
     };
+    // Data files uploaded to the coordinator (`artifact:<sha256>`): fetch
+    // them (or find them in the cache, verified) and read the cached copy.
+    let data = match &mut spec {
+        TaskSpec::Train(t) => &mut t.run.data,
+        TaskSpec::LineSearch(t) => &mut t.run.data,
+    };
+    for file in data.source.files_mut() {
+        let Some(hash) = ridgeline_common::spec::artifact_hash(file).map(str::to_string) else {
+            continue;
+        };
+        match artifacts::obtain(&shared.client, &shared.artifacts, &hash, control).await {
+            Ok(_) => {
+                let cached = shared.artifacts.file(&hash);
+                if !cached.exists() {
+                    return Ending::Failed {
+                        message: format!(
+                            "data file {hash} could not be kept in {}",
+                            cached.display()
+                        ),
+                        retryable: true,
+                    };
+                }
+                *file = cached;
+            }
+            Err(TransferError::Stopped) => return Ending::Stopped,
+            Err(TransferError::Failed(message)) => {
+                return Ending::Failed {
+                    message: format!("data file: {message}"),
+                    retryable: true,
+                }
+            }
+        }
+    }
     let reporter = Reporter::spawn(
         shared.client.clone(),
         shared.worker_id.clone(),
