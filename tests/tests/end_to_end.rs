@@ -279,6 +279,30 @@ async fn wait_until(
     }
 }
 
+/// Polls the job's results until its first curve satisfies `pred`.
+async fn wait_for_points(
+    client: &mut ridgeline_common::proto::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >,
+    job: &str,
+    what: &str,
+    pred: impl Fn(&pb::Curve) -> bool,
+) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let r = client
+            .get_results(pb::GetResultsRequest { job_id: job.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.curves.first().is_some_and(&pred) {
+            return;
+        }
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn state_of(s: &pb::JobStatus, i: usize) -> pb::TaskState {
     pb::TaskState::try_from(s.tasks[i].state).unwrap_or(pb::TaskState::Unspecified)
 }
@@ -299,23 +323,10 @@ async fn a_killed_worker_s_chunk_moves_to_another_worker_with_identical_numbers(
     })
     .await;
     let a_id = s.tasks[0].worker_id.clone();
-    let mut seen = 0;
-    let start = std::time::Instant::now();
-    while seen == 0 {
-        assert!(start.elapsed() < LIMIT, "chunk 1 never reported");
-        let r = client
-            .get_results(pb::GetResultsRequest {
-                job_id: job.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        seen = r
-            .curves
-            .first()
-            .map_or(0, |c| c.points.iter().filter(|p| p.x > 3.0).count());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_points(&mut client, &job, "chunk 1 to report", |c| {
+        c.points.iter().any(|p| p.x > 3.0)
+    })
+    .await;
     a.kill();
     let s = client
         .get_job(pb::GetJobRequest {
@@ -412,21 +423,10 @@ async fn sigterm_hands_the_running_task_back_at_once_and_the_worker_exits() {
         &dir.path().join("a"),
         &["--shutdown-grace", "0.2"],
     );
-    let start = std::time::Instant::now();
-    loop {
-        let r = client
-            .get_results(pb::GetResultsRequest {
-                job_id: job.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.curves.first().is_some_and(|c| c.points.len() >= 2) {
-            break;
-        }
-        assert!(start.elapsed() < LIMIT, "the task never reported");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_points(&mut client, &job, "the task to report", |c| {
+        c.points.len() >= 2
+    })
+    .await;
     a.signal(15);
     let exited = tokio::task::spawn_blocking(move || {
         let t = std::time::Instant::now();

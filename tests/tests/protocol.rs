@@ -272,17 +272,7 @@ async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
     let job = submit(&mut client, &jobs::lr_ramp(1, 3, 3)).await.unwrap();
     let mut w = c.workers().await;
     let a = register(&mut w, "a").await;
-    let task = w
-        .lease(pb::LeaseRequest {
-            worker_id: a.clone(),
-            free_slots: 1,
-            running: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .remove(0);
+    let task = lease_one(&mut w, &a).await;
     let send = |seq: u64| pb::ReportRequest {
         worker_id: a.clone(),
         task_id: task.task_id.clone(),
@@ -356,17 +346,7 @@ async fn cancel_stops_the_task_and_refuses_further_reports() {
     let job = submit(&mut client, &jobs::lr_ramp(2, 3, 3)).await.unwrap();
     let mut w = c.workers().await;
     let a = register(&mut w, "a").await;
-    let task = w
-        .lease(pb::LeaseRequest {
-            worker_id: a.clone(),
-            free_slots: 1,
-            running: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .remove(0);
+    let task = lease_one(&mut w, &a).await;
     let r = client
         .cancel_job(pb::CancelJobRequest {
             job_id: job.clone(),
@@ -421,17 +401,7 @@ async fn accepted_results_survive_a_coordinator_restart() {
     let job = submit(&mut client, &jobs::lr_ramp(1, 3, 3)).await.unwrap();
     let mut w = c.workers().await;
     let a = register(&mut w, "a").await;
-    let task = w
-        .lease(pb::LeaseRequest {
-            worker_id: a.clone(),
-            free_slots: 1,
-            running: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .remove(0);
+    let task = lease_one(&mut w, &a).await;
     w.report(pb::ReportRequest {
         worker_id: a.clone(),
         task_id: task.task_id.clone(),
@@ -544,17 +514,7 @@ async fn retries_are_bounded_and_the_job_fails_with_the_reason() {
     let a = register(&mut w, "a").await;
     let mut attempts = vec![];
     for _ in 0..2 {
-        let t = w
-            .lease(pb::LeaseRequest {
-                worker_id: a.clone(),
-                free_slots: 1,
-                running: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks
-            .remove(0);
+        let t = lease_one(&mut w, &a).await;
         attempts.push((t.task_id.clone(), t.attempt));
         w.fail(pb::FailRequest {
             worker_id: a.clone(),

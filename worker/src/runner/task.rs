@@ -101,6 +101,16 @@ enum Output {
     Searched(Searched),
 }
 
+/// The span every log line of a task attempt carries.
+fn task_span(assignment: &pb::TaskAssignment) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        task_id = %assignment.task_id,
+        job_id = %assignment.job_id,
+        attempt = assignment.attempt
+    )
+}
+
 /// Runs one task attempt to its end. Never panics on what it was sent;
 /// everything that goes wrong becomes a `Fail`.
 pub(crate) async fn run(
@@ -108,12 +118,7 @@ pub(crate) async fn run(
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
 ) {
-    let span = tracing::info_span!(
-        "task",
-        task_id = %assignment.task_id,
-        job_id = %assignment.job_id,
-        attempt = assignment.attempt
-    );
+    let span = task_span(&assignment);
     async move {
         let started = Instant::now();
         let ending = tokio::select! {
@@ -131,14 +136,28 @@ pub(crate) async fn run(
             Ending::Stopped => tracing::info!(?elapsed, reason = ?control.reason(), "task stopped"),
             Ending::Failed { message, retryable } => {
                 tracing::warn!(?elapsed, %message, retryable, "task failed");
-                fail(&shared, &assignment, &control, &message, retryable).await;
+                fail(
+                    &shared,
+                    &assignment,
+                    &control,
+                    &message,
+                    FailKind::failure(retryable),
+                )
+                .await;
             }
             Ending::Shutdown => {
                 control.stop(StopReason::Shutdown);
                 // A task the coordinator had already stopped is owed nothing.
                 if control.reason() == Some(StopReason::Shutdown) {
                     tracing::warn!(?elapsed, "task abandoned: the worker is shutting down");
-                    fail(&shared, &assignment, &control, SHUTDOWN_MESSAGE, true).await;
+                    fail(
+                        &shared,
+                        &assignment,
+                        &control,
+                        SHUTDOWN_MESSAGE,
+                        FailKind::HandBack,
+                    )
+                    .await;
                 } else {
                     tracing::info!(?elapsed, reason = ?control.reason(), "task stopped");
                 }
@@ -156,15 +175,17 @@ pub(crate) async fn refuse(
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
 ) {
-    let span = tracing::info_span!(
-        "task",
-        task_id = %assignment.task_id,
-        job_id = %assignment.job_id,
-        attempt = assignment.attempt
-    );
+    let span = task_span(&assignment);
     async move {
         tracing::info!("handing back a task assigned during shutdown");
-        fail(&shared, &assignment, &control, SHUTDOWN_MESSAGE, true).await;
+        fail(
+            &shared,
+            &assignment,
+            &control,
+            SHUTDOWN_MESSAGE,
+            FailKind::HandBack,
+        )
+        .await;
     }
     .instrument(span)
     .await
@@ -398,6 +419,27 @@ async fn complete(shared: &Shared, request: pb::CompleteRequest, control: &TaskC
     }
 }
 
+/// What a `Fail` tells the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailKind {
+    /// Another attempt may succeed (counted against the job's attempts).
+    Retryable,
+    /// Retrying cannot help: the job fails.
+    Fatal,
+    /// Not a failure: the worker is shutting down and gives the task back.
+    HandBack,
+}
+
+impl FailKind {
+    fn failure(retryable: bool) -> Self {
+        if retryable {
+            FailKind::Retryable
+        } else {
+            FailKind::Fatal
+        }
+    }
+}
+
 /// Sends `Fail`. Resent through coordinator outages until delivered, until
 /// the attempt is known to be no longer ours, or — once the worker is past
 /// its shutdown grace — for at most [`FAIL_GRACE`].
@@ -406,8 +448,9 @@ async fn fail(
     assignment: &pb::TaskAssignment,
     control: &TaskControl,
     message: &str,
-    retryable: bool,
+    kind: FailKind,
 ) {
+    let retryable = kind != FailKind::Fatal;
     let mut backoff = Backoff::new();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -425,7 +468,7 @@ async fn fail(
             message: message.to_string(),
             retryable,
             // The shutdown hand-back is not a failure of the task.
-            handed_back: message == SHUTDOWN_MESSAGE,
+            handed_back: kind == FailKind::HandBack,
         };
         match rpc::call(limit, shared.client.clone().fail(request)).await {
             Ok(_) => {
