@@ -23,6 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::procedure::ProcedureSection;
 use crate::schedule::{LrSchedule, MomentumSchedule, ScheduleSpec};
 use crate::spec::{
     check_positive, check_unit_interval, DataSpec, MetricKind, ModelSpec, OptimizerSpec, SpecError,
@@ -37,6 +38,8 @@ pub enum JobKind {
     Train,
     Compare,
     Grid,
+    /// The seven steps of the procedure as one job (SPEC §1).
+    Procedure,
 }
 
 impl JobKind {
@@ -48,6 +51,7 @@ impl JobKind {
             JobKind::Train => "train",
             JobKind::Compare => "compare",
             JobKind::Grid => "grid",
+            JobKind::Procedure => "procedure",
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct JobSpec {
     pub compare: Option<CompareSection>,
     #[serde(default)]
     pub grid: Option<GridSection>,
+    #[serde(default)]
+    pub procedure: Option<ProcedureSection>,
 }
 
 /// How a job file is written.
@@ -204,6 +210,7 @@ impl JobSpec {
             ("train", self.train.is_some()),
             ("compare", self.compare.is_some()),
             ("grid", self.grid.is_some()),
+            ("procedure", self.procedure.is_some()),
         ];
         let kind = self.kind.as_str();
         for (name, present) in sections {
@@ -222,6 +229,8 @@ impl JobSpec {
             JobKind::Train => self.train.as_ref().ok_or_else(missing)?.validate(),
             JobKind::Compare => self.compare.as_ref().ok_or_else(missing)?.validate(),
             JobKind::Grid => self.grid.as_ref().ok_or_else(missing)?.validate(),
+            // `[procedure]` may be left out: every setting has a default.
+            JobKind::Procedure => self.procedure_section().validate(),
         }
         .map_err(|e| e.within(kind))?;
         // Every run the job makes must itself be valid (e.g. an Adagrad job
@@ -239,6 +248,11 @@ impl JobSpec {
             })?;
         }
         Ok(())
+    }
+
+    /// The procedure's settings (defaults when `[procedure]` is left out).
+    pub fn procedure_section(&self) -> ProcedureSection {
+        self.procedure.clone().unwrap_or_default()
     }
 
     /// The base run spec shared by all runs of this job.
@@ -328,6 +342,30 @@ impl JobSpec {
                                 None,
                             );
                         }
+                    }
+                }
+            }
+            JobKind::Procedure => {
+                // The runs known before anything is decided (the ones that
+                // validation can check); the planner makes the rest as the
+                // decisions come in.
+                let p = self.procedure_section();
+                if p.runs_step(2) {
+                    push(
+                        crate::procedure::groups::LR_RAMP.to_string(),
+                        p.lr_ramp_schedule(),
+                        p.lr_epochs,
+                        None,
+                    );
+                }
+                if p.runs_step(6) {
+                    for v in &p.variants {
+                        push(
+                            crate::procedure::groups::variant_ramp(v.as_str()),
+                            p.variant_ramp_schedule(*v),
+                            p.lr_epochs,
+                            Some(v.optimizer()),
+                        );
                     }
                 }
             }

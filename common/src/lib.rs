@@ -8,11 +8,14 @@
 //! * [`ids`]: `JobId`, `TaskId`, `WorkerId`.
 //! * [`job`]: a job file (`kind` + shared run settings + its section), and
 //!   [`task`]: what one worker task is asked to do.
+//! * [`procedure`]: the `[procedure]` section of a `procedure` job (the
+//!   seven steps) and the names of its stages' curves.
 //! * [`schedule`]: learning-rate and momentum schedules as small pure
 //!   functions of the (fractional) epoch.
 
 pub mod ids;
 pub mod job;
+pub mod procedure;
 pub mod proto;
 pub mod report;
 pub mod schedule;
@@ -22,7 +25,7 @@ pub mod wire;
 
 pub use ids::{JobId, TaskId, WorkerId};
 pub use job::{JobKind, JobSpec};
-pub use report::{EpochReport, LinePoint, Metrics, RunOutcome};
+pub use report::{DataSummary, EpochReport, LinePoint, Metrics, RunOutcome};
 pub use schedule::{LrSchedule, MomentumSchedule, ScheduleSpec};
 pub use spec::{
     DataSpec, DatasetSource, MetricKind, ModelSpec, OptimizerSpec, RunSpec, SpecError, Task,

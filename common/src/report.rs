@@ -17,6 +17,10 @@ pub struct Metrics {
     pub accuracy: Option<f64>,
     pub r2: Option<f64>,
     pub pearson: Option<f64>,
+    /// Classification: the share of predictions in the most often predicted
+    /// class (1.0: a single class is predicted).
+    #[serde(default)]
+    pub majority_fraction: Option<f64>,
 }
 
 impl Metrics {
@@ -79,4 +83,15 @@ pub struct LinePoint {
     pub alpha: f64,
     pub train: Metrics,
     pub heldout: Metrics,
+}
+
+/// What a worker found in a task's dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataSummary {
+    /// Number of classes (0 for regression).
+    pub classes: u32,
+    pub train_rows: u64,
+    pub heldout_rows: u64,
+    /// Heldout rows that are exact copies of a training row.
+    pub heldout_in_train: u64,
 }

@@ -3,7 +3,7 @@
 //! the services), never a panic.
 
 use crate::proto::v1 as pb;
-use crate::{EpochReport, LinePoint, Metrics, RunOutcome};
+use crate::{DataSummary, EpochReport, LinePoint, Metrics, RunOutcome};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("`{field}`: {message}")]
@@ -29,6 +29,7 @@ impl From<Metrics> for pb::Metrics {
             accuracy: m.accuracy,
             r2: m.r2,
             pearson: m.pearson,
+            majority_fraction: m.majority_fraction,
         }
     }
 }
@@ -41,6 +42,29 @@ impl From<pb::Metrics> for Metrics {
             accuracy: m.accuracy,
             r2: m.r2,
             pearson: m.pearson,
+            majority_fraction: m.majority_fraction,
+        }
+    }
+}
+
+impl From<DataSummary> for pb::DataSummary {
+    fn from(d: DataSummary) -> Self {
+        pb::DataSummary {
+            classes: d.classes,
+            train_rows: d.train_rows,
+            heldout_rows: d.heldout_rows,
+            heldout_in_train: d.heldout_in_train,
+        }
+    }
+}
+
+impl From<pb::DataSummary> for DataSummary {
+    fn from(d: pb::DataSummary) -> Self {
+        DataSummary {
+            classes: d.classes,
+            train_rows: d.train_rows,
+            heldout_rows: d.heldout_rows,
+            heldout_in_train: d.heldout_in_train,
         }
     }
 }
@@ -165,6 +189,7 @@ mod tests {
             accuracy: Some(0.9),
             r2: None,
             pearson: None,
+            majority_fraction: Some(0.3),
         };
         let r = EpochReport {
             epoch: 3,

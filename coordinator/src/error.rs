@@ -22,6 +22,9 @@ pub enum CoordError {
     Sqlite(#[from] rusqlite::Error),
     #[error("artifact: {0}")]
     Artifact(String),
+    /// A bug in the coordinator (nothing was changed).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = CoordError> = std::result::Result<T, E>;
@@ -33,6 +36,10 @@ impl From<CoordError> for Status {
             CoordError::NotFound(m) => Status::not_found(m),
             CoordError::FailedPrecondition(m) => Status::failed_precondition(m),
             CoordError::Artifact(m) => Status::data_loss(m),
+            CoordError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::internal(m)
+            }
             CoordError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::DiskFull =>
             {

@@ -21,6 +21,7 @@ pub mod client;
 pub mod decisions;
 pub mod error;
 pub mod planner;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -16,6 +16,7 @@ fn metrics(m: f64) -> Option<pb::Metrics> {
         accuracy: Some(m),
         r2: None,
         pearson: None,
+        majority_fraction: None,
     })
 }
 

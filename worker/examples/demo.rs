@@ -1,7 +1,9 @@
 //! The whole system on one machine: a coordinator on a local port, two
-//! workers, and two real jobs from `examples/` on built-in data (an LR ramp
-//! over 3 seeds, and a line search), watched live; then the curves (mean ±
-//! spread over seeds) are printed and written as CSV under `ridgeline-demo/`.
+//! workers, and the whole procedure (`examples/procedure.toml`: seven steps,
+//! 3 seeds each, on the built-in glyph digits), watched live stage by
+//! stage; then its decisions and recommendation are printed and its report
+//! (HTML with a figure per step, recommended.toml/json, CSV) is written
+//! under `ridgeline-demo/report/`.
 //!
 //!     cargo run --release -p ridgeline-worker --example demo
 //!
@@ -12,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ridgeline_common::proto::v1 as pb;
-use ridgeline_coordinator::client::{self, ClientCommand, ExportFormat};
+use ridgeline_coordinator::client::{self, ClientCommand};
+use ridgeline_coordinator::report;
 use ridgeline_coordinator::ServerConfig;
 use ridgeline_worker::engine::device;
 use ridgeline_worker::runner::{self, WorkerConfig};
@@ -55,38 +58,57 @@ async fn demo() -> anyhow::Result<()> {
     println!("{WORKERS} workers started\n");
 
     let mut jobs = client::connect(&url).await?;
-    for kind in ["lr_ramp", "line_search"] {
-        let path = examples.join(format!("{kind}.toml"));
-        let text = std::fs::read_to_string(&path)?;
-        let id = jobs
-            .submit_job(pb::SubmitJobRequest {
-                text,
-                format: pb::JobFormat::Toml as i32,
-            })
-            .await?
-            .into_inner()
-            .job_id;
-        println!("── {kind}: job {id} ({})", path.display());
-        // The same live view as `coordinator watch JOB`.
-        if let Err(e) = client::run(ClientCommand::Watch { job: id.clone() }, &url).await {
-            println!("{e:#}");
+    let path = examples.join("procedure.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let id = jobs
+        .submit_job(pb::SubmitJobRequest {
+            text,
+            format: pb::JobFormat::Toml as i32,
+        })
+        .await?
+        .into_inner()
+        .job_id;
+    println!("── the procedure: job {id} ({})", path.display());
+    // The same live view as `coordinator watch JOB`: stages, measurements,
+    // and each decision as it is made.
+    if let Err(e) = client::run(ClientCommand::Watch { job: id.clone() }, &url).await {
+        println!("{e:#}");
+    }
+    let status = jobs
+        .get_job(pb::GetJobRequest { job_id: id.clone() })
+        .await?
+        .into_inner();
+    let results = jobs
+        .get_results(pb::GetResultsRequest { job_id: id.clone() })
+        .await?
+        .into_inner();
+    println!("\n── decisions");
+    for d in &results.decisions {
+        println!("{}: {}", d.title, d.summary);
+        for f in &d.red_flags {
+            println!("    RED FLAG {}: {}", f.title, f.detail);
         }
-        let results = jobs
-            .get_results(pb::GetResultsRequest { job_id: id.clone() })
-            .await?
-            .into_inner();
-        print_curves(kind, &results);
-        let csv = out.join(format!("{kind}.csv"));
-        client::run(
-            ClientCommand::Export {
-                job: id,
-                format: ExportFormat::Csv,
-                out: Some(csv),
-            },
-            &url,
-        )
-        .await?;
-        println!();
+    }
+    let dir = out.join("report");
+    let written = report::write_report(&dir, &status, &results)?;
+    if let Some(rec) = results
+        .decisions
+        .iter()
+        .find(|d| d.step == "recommendation")
+    {
+        let v: serde_json::Value = serde_json::from_str(&rec.json)?;
+        println!(
+            "\n── recommended.toml\n{}",
+            v["toml"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "{} epochs of training in all. Report: {}",
+        results.epochs_trained,
+        dir.join("report.html").display()
+    );
+    for p in written {
+        println!("  wrote {}", p.display());
     }
 
     stop.cancel();
@@ -95,37 +117,4 @@ async fn demo() -> anyhow::Result<()> {
     }
     server.await??;
     Ok(())
-}
-
-/// Heldout metric, mean ± sample std over seeds, with a bar per point.
-fn print_curves(kind: &str, r: &pb::JobResults) {
-    let x_name = if kind == "line_search" { "a" } else { "epoch" };
-    for a in &r.aggregates {
-        println!(
-            "{kind} [{}]: heldout metric, mean ± std over seeds",
-            a.group
-        );
-        for i in 0..a.x.len() {
-            let m = a.heldout_mean[i];
-            let bar = if m.is_finite() {
-                "█".repeat((m.clamp(0.0, 1.0) * 40.0).round() as usize)
-            } else {
-                String::new()
-            };
-            println!(
-                "  {x_name} {:>6.2}  {:>6.3} ± {:<6.3} (n={})  {bar}",
-                a.x[i], m, a.heldout_std[i], a.n[i]
-            );
-        }
-    }
-    for c in &r.curves {
-        if let Some(end) = &c.end {
-            if end.kind == pb::run_end::Kind::Diverged as i32 {
-                println!(
-                    "  {} diverged in epoch {}: {}",
-                    c.curve, end.epoch, end.reason
-                );
-            }
-        }
-    }
 }

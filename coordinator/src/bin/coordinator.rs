@@ -1,6 +1,7 @@
 //! `coordinator`: serves the head node (`serve`) and is the researchers'
 //! client (`submit`, `status`, `watch`, `list`, `cancel`, `workers`,
-//! `export`). Thin: flags are parsed here, everything else is the library.
+//! `export`, `report`, `gallery`, `upload`). Thin: flags are parsed here,
+//! everything else is the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +19,10 @@ use tokio_util::sync::CancellationToken;
     about = "Ridgeline coordinator and client"
 )]
 struct Cli {
-    /// The coordinator to talk to (client commands).
+    /// The coordinator to talk to (client commands; `--server` works too).
     #[arg(
         long,
+        alias = "server",
         global = true,
         env = "RIDGELINE_COORDINATOR",
         default_value = "http://127.0.0.1:50051"

@@ -191,6 +191,7 @@ mod tests {
                         accuracy: Some(0.1),
                         r2: None,
                         pearson: None,
+                        majority_fraction: None,
                     }),
                     heldout: None,
                 }],
@@ -210,6 +211,7 @@ mod tests {
                 train_std: vec![0.0],
                 n: vec![1],
             }],
+            ..Default::default()
         };
         let text = results_to_json(&r).expect("serializes");
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");

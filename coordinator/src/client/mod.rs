@@ -8,6 +8,8 @@
 //! coordinator cancel <job>
 //! coordinator workers
 //! coordinator export <job> [--format csv|json] [--out results.csv]
+//! coordinator report <job> [--out DIR]             # report.html, curves.csv, recommended.toml…
+//! coordinator gallery [--out DIR]                  # gallery.html of final line searches
 //! ```
 //!
 //! Every command talks to the coordinator's `JobService` at the endpoint
@@ -118,6 +120,25 @@ pub enum ClientCommand {
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Write a job's report into a directory: report.html (figures per
+    /// step, decisions, red flags), curves.csv, results.json,
+    /// decisions.json, and recommended.toml / recommended.json once the
+    /// procedure has recommended something. Prints the files written.
+    Report {
+        /// The job's id.
+        job: String,
+        /// The directory (created if missing) [default: report-<job>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a gallery of the final line searches of all succeeded
+    /// `procedure` and `line_search` jobs: DIR/gallery.html, linking to
+    /// each job's report in DIR/<job>/.
+    Gallery {
+        /// The directory (created if missing).
+        #[arg(long, default_value = "gallery")]
+        out: PathBuf,
     },
     /// Upload a data file (IDX, NPY, NPZ, CSV) to the coordinator, for
     /// machines that cannot read it from a shared path; prints the name to
@@ -231,6 +252,23 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
                 }
             }
         }
+        ClientCommand::Report { job, out } => {
+            let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{job}")));
+            let mut client = connect(&url).await?;
+            let (status, results) = fetch_job(&mut client, &url, &job).await?;
+            let paths = crate::report::write_report(&dir, &status, &results)
+                .with_context(|| format!("cannot write the report into {}", dir.display()))?;
+            let mut text = String::new();
+            for p in paths {
+                text.push_str(&format!("{}\n", p.display()));
+            }
+            emit(&text)
+        }
+        ClientCommand::Gallery { out } => {
+            let mut client = connect(&url).await?;
+            let path = gallery(&mut client, &url, &out).await?;
+            emit(&format!("{}\n", path.display()))
+        }
         ClientCommand::Upload { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -241,6 +279,90 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             ))
         }
     }
+}
+
+/// A job's status (GetJob) and results (GetResults).
+async fn fetch_job(
+    client: &mut JobServiceClient<Channel>,
+    url: &str,
+    job: &str,
+) -> anyhow::Result<(pb::JobStatus, pb::JobResults)> {
+    let status = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(&s, url, Some(job)))?
+        .into_inner();
+    let results = client
+        .get_results(pb::GetResultsRequest {
+            job_id: job.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(&s, url, Some(job)))?
+        .into_inner();
+    Ok((status, results))
+}
+
+/// Whether a job belongs in the gallery: a `procedure` or `line_search`
+/// job that succeeded.
+pub fn in_gallery(job: &pb::JobStatus) -> bool {
+    job.state == pb::JobState::Succeeded as i32
+        && matches!(job.kind.as_str(), "procedure" | "line_search")
+}
+
+/// The `gallery` command: a report per job with a final line search in
+/// `out/<job>/`, and `out/gallery.html`. A job whose results cannot be
+/// fetched, or whose id cannot name a directory, is skipped with a
+/// warning on stderr; returns the gallery's path.
+async fn gallery(
+    client: &mut JobServiceClient<Channel>,
+    url: &str,
+    out: &Path,
+) -> anyhow::Result<PathBuf> {
+    let jobs = client
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .map_err(|s| rpc_error(&s, url, None))?
+        .into_inner()
+        .jobs;
+    let mut entries = vec![];
+    for status in jobs.iter().filter(|j| in_gallery(j)) {
+        let id = &status.job_id;
+        if !crate::report::gallery::safe_job_dir(id) {
+            eprintln!("warning: skipping a job with the unusable id {id:?}");
+            continue;
+        }
+        let results = match client
+            .get_results(pb::GetResultsRequest { job_id: id.clone() })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                eprintln!(
+                    "warning: skipping job {id}: {}",
+                    describe_status(&s, url, Some(id))
+                );
+                continue;
+            }
+        };
+        let Some(entry) = crate::report::gallery_entry(status, &results) else {
+            continue;
+        };
+        let dir = out.join(id);
+        crate::report::write_report(&dir, status, &results)
+            .with_context(|| format!("cannot write the report into {}", dir.display()))?;
+        entries.push(entry);
+    }
+    let path = crate::report::write_gallery(out, &entries)
+        .with_context(|| format!("cannot write the gallery into {}", out.display()))?;
+    eprintln!(
+        "gallery of {} job{} ({} listed)",
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" },
+        jobs.len()
+    );
+    Ok(path)
 }
 
 /// Uploads `bytes` as an artifact in 1 MiB chunks; returns its hash.
@@ -452,6 +574,31 @@ mod tests {
             }
         );
         assert!(Cli::try_parse_from(["coordinator", "export", "j1", "--format", "xml"]).is_err());
+        assert_eq!(
+            parse(&["report", "j1", "--out", "r"]),
+            ClientCommand::Report {
+                job: "j1".into(),
+                out: Some("r".into())
+            }
+        );
+        assert_eq!(
+            parse(&["report", "j1"]),
+            ClientCommand::Report {
+                job: "j1".into(),
+                out: None
+            }
+        );
+        assert!(Cli::try_parse_from(["coordinator", "report"]).is_err());
+        assert_eq!(
+            parse(&["gallery", "--out", "g"]),
+            ClientCommand::Gallery { out: "g".into() }
+        );
+        assert_eq!(
+            parse(&["gallery"]),
+            ClientCommand::Gallery {
+                out: "gallery".into()
+            }
+        );
         assert!(Cli::try_parse_from(["coordinator", "watch"]).is_err());
     }
 

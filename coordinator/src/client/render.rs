@@ -440,7 +440,27 @@ pub fn format_progress(p: &pb::Progress) -> Option<String> {
             loss_part(pt.heldout.as_ref()),
         )),
         pb::progress::Kind::End(end) => Some(format!("{curve}  {}", format_run_end(end))),
+        // What the worker found in the data is for the red flags, not a
+        // line per task.
+        pb::progress::Kind::Data(_) => None,
     }
+}
+
+/// A decision, as `watch` prints it:
+///
+/// ```text
+/// decided  Step 2 · learning rate: lr = 0.3 (steady region 0.05-0.8) [weak]
+///   RED FLAG  No LR improves the metric: …
+/// ```
+pub fn format_decision(d: &pb::Decision) -> String {
+    let mut s = format!("decided  {}: {}", d.title, d.summary);
+    if !d.confidence.is_empty() && d.confidence != "clear" {
+        let _ = write!(s, " [{}]", d.confidence);
+    }
+    for f in &d.red_flags {
+        let _ = write!(s, "\n  RED FLAG  {}: {}", f.title, f.detail);
+    }
+    s
 }
 
 /// How a run ended: `completed after epoch 6`, `diverged in epoch 4
@@ -478,6 +498,7 @@ pub fn format_event(ev: &pb::JobEvent) -> Option<String> {
                 format!("job {word}: {}", j.message.trim())
             })
         }
+        pb::job_event::Kind::Decision(d) => Some(format_decision(d)),
         pb::job_event::Kind::Snapshot(_) | pb::job_event::Kind::Task(_) => None,
     }
 }
@@ -617,6 +638,7 @@ mod tests {
             accuracy: Some(metric),
             r2: None,
             pearson: None,
+            majority_fraction: None,
         }
     }
 
@@ -863,6 +885,7 @@ mod tests {
             accuracy: None,
             r2: Some(0.25),
             pearson: Some(0.6),
+            majority_fraction: None,
         };
         let e = progress(
             "lr=0.1,seed=2",
@@ -1030,6 +1053,7 @@ mod tests {
                 train_std: vec![],
                 n: vec![1, 2],
             }],
+            ..Default::default()
         };
         let csv = results_to_csv(&r);
         let want = format!(

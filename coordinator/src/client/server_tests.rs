@@ -257,6 +257,7 @@ fn metrics(loss: f64, accuracy: f64) -> Option<pb::Metrics> {
         accuracy: Some(accuracy),
         r2: None,
         pearson: None,
+        majority_fraction: None,
     })
 }
 
@@ -730,6 +731,136 @@ async fn watch_of_a_cancelled_job_says_so() {
         .await
         .expect_err("cancelled");
     assert_eq!(e.to_string(), format!("job {queued} was cancelled"));
+    drop(w);
+    c.stop().await;
+}
+
+/// A line search of 5 points in one task, on a tabular MLP.
+fn line_search_job(name: &str) -> String {
+    format!(
+        r#"kind = "line_search"
+name = "{name}"
+replicates = 1
+[data.source]
+kind = "tabular"
+n_train = 600
+n_heldout = 200
+seed = 5
+[model]
+kind = "mlp"
+hidden = [32]
+[line_search]
+points = 5
+points_per_task = 5
+"#
+    )
+}
+
+#[tokio::test]
+async fn report_and_gallery_write_their_files_from_a_real_server() {
+    let c = Coordinator::start().await;
+    let name = "<script>alert(1)</script> sweep";
+    let ls = c.submit(&line_search_job(name)).await;
+    let ramp = c.submit(&lr_ramp(1, 2)).await;
+    let mut w = c.worker("w1").await;
+    let tasks = w.lease(2).await;
+    let (ls_task, ramp_task) = if tasks[0].job_id == ls {
+        (&tasks[0], &tasks[1])
+    } else {
+        (&tasks[1], &tasks[0])
+    };
+    let spec = TaskSpec::from_json(&ls_task.spec_json).expect("task spec");
+    let TaskSpec::LineSearch(line) = spec else {
+        panic!("not a line search: {spec:?}")
+    };
+    assert_eq!(line.points.len(), 5);
+    for (seq, &(index, alpha)) in line.points.iter().enumerate() {
+        // A hill peaking at a = 0.
+        let acc = 0.9 - 0.3 * alpha * alpha;
+        w.report(
+            ls_task,
+            seq as u64 + 1,
+            pb::Progress {
+                curve: line.curve.clone(),
+                kind: Some(pb::progress::Kind::Point(pb::LinePoint {
+                    index,
+                    alpha,
+                    train: metrics(1.0 - acc, acc),
+                    heldout: metrics(1.0 - acc, acc),
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    w.complete(ls_task, completed(0)).await;
+    w.report(
+        ramp_task,
+        1,
+        epoch(1, 0.01, metrics(0.9, 0.5), metrics(1.0, 0.25)),
+    )
+    .await;
+    w.report(
+        ramp_task,
+        2,
+        epoch(2, 0.1, metrics(0.5, 0.75), metrics(0.6, 0.5)),
+    )
+    .await;
+    w.complete(ramp_task, completed(2)).await;
+    for job in [&ls, &ramp] {
+        let s = c.status(job).await;
+        assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    }
+
+    // `report`: the page and the data, from GetJob and GetResults.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("r");
+    c.run(ClientCommand::Report {
+        job: ls.clone(),
+        out: Some(out.clone()),
+    })
+    .await
+    .expect("report");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(!html.contains("<script"), "the job's name is escaped");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; sweep"));
+    assert!(html.contains(&ls));
+    assert_eq!(html.matches("<svg").count(), 1, "one group, one figure");
+    let csv = std::fs::read_to_string(out.join("curves.csv")).expect("curves.csv");
+    assert!(csv.starts_with(CSV_HEADER));
+    assert_eq!(csv.lines().filter(|l| l.starts_with("mean:")).count(), 5);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("read"))
+            .expect("results.json");
+    assert_eq!(results["job_id"], ls.as_str());
+    assert!(out.join("decisions.json").is_file());
+    assert!(!out.join("recommended.toml").exists(), "not a procedure");
+    let unknown = JobId::new().to_string();
+    let e = c
+        .run(ClientCommand::Report {
+            job: unknown.clone(),
+            out: Some(dir.path().join("u")),
+        })
+        .await
+        .expect_err("unknown job")
+        .to_string();
+    assert_eq!(e, format!("no job {unknown}"));
+    assert!(!dir.path().join("u").exists(), "nothing written for it");
+
+    // `gallery`: the succeeded line search (not the LR ramp), with its report.
+    let g = dir.path().join("g");
+    c.run(ClientCommand::Gallery { out: g.clone() })
+        .await
+        .expect("gallery");
+    let page = std::fs::read_to_string(g.join("gallery.html")).expect("gallery.html");
+    assert!(
+        page.contains(&format!("<a href=\"{ls}/report.html\">")),
+        "{page}"
+    );
+    assert!(!page.contains(&ramp));
+    assert_eq!(page.matches("<svg").count(), 1);
+    assert!(g.join(&ls).join("report.html").is_file());
+    assert!(!g.join(&ramp).exists());
     drop(w);
     c.stop().await;
 }

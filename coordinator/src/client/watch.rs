@@ -322,7 +322,7 @@ pub(crate) async fn watch(
                     }
                 }
             }
-            pb::job_event::Kind::Progress(_) => {
+            pb::job_event::Kind::Progress(_) | pb::job_event::Kind::Decision(_) => {
                 if let Some(line) = format_event(&ev) {
                     bars.println(&line);
                 }

@@ -26,8 +26,9 @@
 //!   minima: 0 means the loss keeps falling towards an end.
 //! * **Cliff**: the largest one-step change of the metric between
 //!   neighbouring points (signed, in the direction of increasing a). It is
-//!   called a sharp cliff when it is over 30% of the metric's range and
-//!   over 3× the median step.
+//!   called a sharp cliff when it is over 30% of the metric's range, over
+//!   3× the median step, and over 2× the noise between seeds (a step
+//!   within the seeds' spread is not a cliff).
 //! * **Roughness**: total variation of the mean metric / its range (1 for a
 //!   monotone curve, up to 2 for a single peak, more for a meandering
 //!   one), and the number of slope sign changes counting only steps larger
@@ -339,8 +340,10 @@ pub fn line_search_shape(
             _ => Some(st),
         })
         .map(|mut c| {
-            c.sharp =
-                range > 0.0 && c.change.abs() > 0.3 * range && c.change.abs() > 3.0 * med_step;
+            c.sharp = range > 0.0
+                && c.change.abs() > 0.3 * range
+                && c.change.abs() > 3.0 * med_step
+                && c.change.abs() > 2.0 * m_sd;
             c
         });
     if range > 0.0 && !steps.is_empty() {
@@ -701,6 +704,29 @@ mod tests {
             &opts(LineSearchKind::Final),
         );
         assert_eq!(s.at_one.as_ref().unwrap().agrees, None);
+    }
+
+    #[test]
+    fn a_step_within_the_seeds_noise_is_no_cliff() {
+        // An untrained network at chance all along the line: the means
+        // wobble by a few thousandths, the seeds differ by a hundredth.
+        let a = grid(-1.0, 1.0, 21);
+        let seed = |off: f64| -> Vec<f64> {
+            a.iter()
+                .enumerate()
+                .map(|(i, _)| 0.1 + off + if i == 12 { -0.006 } else { 0.0 })
+                .collect()
+        };
+        let input = LineSearchInput {
+            a: a.clone(),
+            metric: vec![seed(0.012), seed(0.0), seed(-0.012)],
+            loss: vec![],
+        };
+        let s = line_search_shape(&input, &[], &opts(LineSearchKind::Initial));
+        let c = s.cliff.unwrap();
+        assert!(c.change.abs() > 0.005);
+        assert!(!c.sharp, "a drop of 0.006 against seeds 0.012 apart: {c:?}");
+        assert!(s.thoughts.contains("no sharp cliff"), "{}", s.thoughts);
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl Scheduler {
                         Some(pb::progress::Kind::Epoch(e)) => ("epoch", e.step as i64),
                         Some(pb::progress::Kind::Point(p)) => ("point", p.index as i64),
                         Some(pb::progress::Kind::End(_)) => ("end", 0),
+                        Some(pb::progress::Kind::Data(_)) => ("data", 0),
                         None => return Err(CoordError::InvalidArgument("`items.kind`: is missing".into())),
                     };
                     tx.execute(
@@ -326,13 +327,17 @@ impl Scheduler {
                 }
             }
             tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %req.worker_id, attempt = t.attempt, "task done");
-            let open: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased')",
-                [&t.job_id],
-                |r| r.get(0),
-            )?;
-            if open == 0 {
-                finish_job(tx, &t.job_id, "succeeded", "", now, published)?;
+            // A procedure job decides and plans its next stages; any other
+            // job is done when its last task is.
+            if !super::procedure::advance(tx, &t.job_id, now, published)? {
+                let open: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+                    [&t.job_id],
+                    |r| r.get(0),
+                )?;
+                if open == 0 {
+                    finish_job(tx, &t.job_id, "succeeded", "", now, published)?;
+                }
             }
             Ok(())
         })

@@ -31,7 +31,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prost::Message;
 use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::JobId;
@@ -43,6 +42,7 @@ use crate::planner;
 use crate::store::{self, JobRow, Store, TaskRow};
 
 mod leases;
+mod procedure;
 mod transitions;
 
 pub use transitions::status_of;
@@ -243,24 +243,9 @@ impl Scheduler {
                     now
                 ],
             )?;
-            let mut st = tx.prepare_cached(
-                "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
-            )?;
-            for (i, t) in tasks.iter().enumerate() {
-                st.execute(params![
-                    t.id.to_string(),
-                    id.to_string(),
-                    i as i64,
-                    t.stage,
-                    t.label,
-                    t.curve,
-                    t.after.map(|a| a.to_string()),
-                    t.last_chunk as i64,
-                    t.spec.to_json(),
-                ])?;
-            }
-            let ev = store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
+            insert_tasks(tx, &id.to_string(), 0, &tasks)?;
+            let ev =
+                store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
             published.push(Published {
                 job_id: id.to_string(),
                 event: ev,
@@ -269,6 +254,15 @@ impl Scheduler {
         })?;
         tracing::info!(job_id = %id, kind = spec.kind.as_str(), tasks = tasks.len(), "job submitted");
         Ok(id)
+    }
+
+    /// A job's decisions (procedure jobs), in the order they were made.
+    pub fn decisions(&self, job_id: &str) -> Result<Vec<pb::Decision>> {
+        let job = self.require_job(job_id)?;
+        Ok(store::job_decisions(self.lock().read(), &job.id)?
+            .into_iter()
+            .map(|d| d.decision)
+            .collect())
     }
 
     fn require_job(&self, job_id: &str) -> Result<JobRow> {
@@ -336,18 +330,34 @@ impl Scheduler {
     /// Every measurement of the job, one per (curve, step / point / end).
     pub fn measurements(&self, job_id: &str) -> Result<(JobRow, Vec<pb::Progress>)> {
         let job = self.require_job(job_id)?;
-        let store = self.lock();
-        let mut st = store.read().prepare_cached(
-            "SELECT payload FROM measurements WHERE job_id = ?1 ORDER BY curve, kind, key",
-        )?;
-        let rows = st.query_map([&job.id], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = vec![];
-        for b in rows {
-            let b = b?;
-            out.push(pb::Progress::decode(b.as_slice()).map_err(|e| {
-                CoordError::Storage(format!("measurement of job {} is corrupt: {e}", job.id))
-            })?);
-        }
-        Ok((job, out))
+        let m = store::job_measurements(self.lock().read(), &job.id)?;
+        Ok((job, m))
     }
+}
+
+/// Stores planned tasks of a job, numbered from `first_ordinal`.
+fn insert_tasks(
+    tx: &Transaction,
+    job_id: &str,
+    first_ordinal: i64,
+    tasks: &[planner::PlannedTask],
+) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+    )?;
+    for (i, t) in tasks.iter().enumerate() {
+        st.execute(params![
+            t.id.to_string(),
+            job_id,
+            first_ordinal + i as i64,
+            t.stage,
+            t.label,
+            t.curve,
+            t.after.map(|a| a.to_string()),
+            t.last_chunk as i64,
+            t.spec.to_json(),
+        ])?;
+    }
+    Ok(())
 }

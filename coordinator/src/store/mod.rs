@@ -274,3 +274,71 @@ pub fn all_workers(c: &Connection) -> Result<Vec<WorkerRow>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Every measurement of a job, ordered by curve, kind and key.
+pub fn job_measurements(c: &Connection, job_id: &str) -> Result<Vec<pb::Progress>> {
+    let mut st = c.prepare_cached(
+        "SELECT payload FROM measurements WHERE job_id = ?1 ORDER BY curve, kind, key",
+    )?;
+    let rows = st.query_map([job_id], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = vec![];
+    for b in rows {
+        let b = b?;
+        out.push(pb::Progress::decode(b.as_slice()).map_err(|e| {
+            CoordError::Storage(format!("measurement of job {job_id} is corrupt: {e}"))
+        })?);
+    }
+    Ok(out)
+}
+
+/// A stored decision: its step, what the DAG needs from it (JSON), and the
+/// decision itself.
+#[derive(Debug, Clone)]
+pub struct DecisionRow {
+    pub step: String,
+    pub choice: String,
+    pub decision: pb::Decision,
+}
+
+/// A job's decisions in the order they were made.
+pub fn job_decisions(c: &Connection, job_id: &str) -> Result<Vec<DecisionRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT step, choice, payload FROM decisions WHERE job_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([job_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+        ))
+    })?;
+    let mut out = vec![];
+    for row in rows {
+        let (step, choice, payload) = row?;
+        let decision = pb::Decision::decode(payload.as_slice()).map_err(|e| {
+            CoordError::Storage(format!("decision {step} of job {job_id} is corrupt: {e}"))
+        })?;
+        out.push(DecisionRow {
+            step,
+            choice,
+            decision,
+        });
+    }
+    Ok(out)
+}
+
+/// Stores a decision after the job's others.
+pub fn insert_decision(
+    tx: &Transaction,
+    job_id: &str,
+    step: &str,
+    choice: &str,
+    decision: &pb::Decision,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO decisions(job_id, seq, step, choice, payload)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions WHERE job_id = ?1), ?2, ?3, ?4)",
+        params![job_id, step, choice, decision.encode_to_vec()],
+    )?;
+    Ok(())
+}

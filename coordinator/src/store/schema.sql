@@ -88,3 +88,15 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size       INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
 );
+
+-- A procedure job's decisions, in the order they were made. `choice` is
+-- what the stage DAG needs from it (JSON); `payload` the prost-encoded
+-- Decision people read.
+CREATE TABLE IF NOT EXISTS decisions (
+    job_id  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    step    TEXT NOT NULL,
+    choice  TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (job_id, step)
+);

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::Device;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::task::{DirectionSpec, LineSearchTask, TrainTask};
-use ridgeline_common::{wire, DataSpec, EpochReport, RunOutcome, ScheduleSpec, SpecError};
+use ridgeline_common::{
+    wire, DataSpec, DataSummary, EpochReport, RunOutcome, ScheduleSpec, SpecError,
+};
 
 use super::reporter::ProgressSender;
 use super::task::TaskControl;
@@ -149,7 +151,14 @@ impl<T: Clone> Memo<T> {
 /// it, or parsing files and moving them to the device) often costs more
 /// than a training chunk, and every chunk and line-search block of a job
 /// uses the same one.
-pub struct DatasetCache(Memo<Arc<Dataset>>);
+pub struct DatasetCache(Memo<CachedDataset>);
+
+/// A cached dataset and its summary, made the first time a task asks.
+#[derive(Clone)]
+struct CachedDataset {
+    data: Arc<Dataset>,
+    summary: Arc<Mutex<Option<DataSummary>>>,
+}
 
 impl DatasetCache {
     pub fn new(capacity: usize) -> Self {
@@ -158,14 +167,52 @@ impl DatasetCache {
 
     /// The dataset of `spec` on `device`, loaded at most once while cached.
     pub fn get_or_load(&self, spec: &DataSpec, device: &Device) -> Result<Arc<Dataset>> {
+        Ok(self.entry(spec, device)?.data)
+    }
+
+    /// The dataset of `spec` on `device` and its [`DataSummary`], each made
+    /// at most once while cached (the summary reads the whole dataset).
+    pub fn get_or_load_summarized(
+        &self,
+        spec: &DataSpec,
+        device: &Device,
+    ) -> Result<(Arc<Dataset>, DataSummary)> {
+        let entry = self.entry(spec, device)?;
+        // Held while the summary is made, so a second task waits for it.
+        let mut held = entry.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        let summary = match *held {
+            Some(s) => s,
+            None => {
+                let s = data::summarize(&entry.data)?;
+                if s.heldout_in_train > 0 {
+                    tracing::warn!(
+                        dataset = %entry.data.name,
+                        heldout_in_train = s.heldout_in_train,
+                        heldout = s.heldout_rows,
+                        "heldout examples that are copies of training examples"
+                    );
+                }
+                *held = Some(s);
+                s
+            }
+        };
+        drop(held);
+        Ok((entry.data, summary))
+    }
+
+    fn entry(&self, spec: &DataSpec, device: &Device) -> Result<CachedDataset> {
         let key = serde_json::to_string(spec)
             .map_err(|e| EngineError::Spec(SpecError::new("data", e.to_string())))?;
-        let (d, loaded) = self.0.get_or_try_make(&key, || {
+        let (entry, loaded) = self.0.get_or_try_make(&key, || {
             data::load(spec, device)
-                .map(Arc::new)
+                .map(|d| CachedDataset {
+                    data: Arc::new(d),
+                    summary: Arc::default(),
+                })
                 .map_err(EngineError::from)
         })?;
         if loaded {
+            let d = &entry.data;
             tracing::info!(
                 dataset = %d.name,
                 train = d.train.len,
@@ -173,7 +220,7 @@ impl DatasetCache {
                 "dataset loaded"
             );
         }
-        Ok(d)
+        Ok(entry)
     }
 
     /// Datasets currently held.
@@ -194,6 +241,18 @@ pub struct Trained {
     pub epochs_trained: u32,
     /// The encoded checkpoint at the end (absent when stopped).
     pub checkpoint: Option<Vec<u8>>,
+}
+
+/// Sends the summary of a task's dataset, ahead of its measurements (the
+/// coordinator keeps one per curve).
+fn send_data_summary(progress: &ProgressSender, curve: &str, summary: DataSummary) {
+    // A closed channel means the reporter is gone; the task's flag says so.
+    let _ = progress.send(pb::Progress {
+        curve: curve.to_string(),
+        kind: Some(pb::progress::Kind::Data(summary.into())),
+        // Filled in by the coordinator from the lease.
+        ..Default::default()
+    });
 }
 
 /// Forwards every report as a `Progress` and stops the run when the task's
@@ -227,7 +286,8 @@ impl Observer for Forward<'_> {
 }
 
 /// Trains one chunk: from `checkpoint` (its hash and bytes) when the chunk
-/// does not start at epoch 0, up to `to_epoch`.
+/// does not start at epoch 0, up to `to_epoch`. A chunk from epoch 0 sends
+/// the dataset's summary before its first epoch report.
 pub fn train(
     engine: &Engine,
     task: &TrainTask,
@@ -236,9 +296,17 @@ pub fn train(
     progress: &ProgressSender,
 ) -> Result<Trained> {
     task.run.validate()?;
-    let data = engine
-        .datasets
-        .get_or_load(&task.run.data, &engine.device)?;
+    let (data, summary) = if task.from_epoch == 0 {
+        let (data, summary) = engine
+            .datasets
+            .get_or_load_summarized(&task.run.data, &engine.device)?;
+        (data, Some(summary))
+    } else {
+        let data = engine
+            .datasets
+            .get_or_load(&task.run.data, &engine.device)?;
+        (data, None)
+    };
     let mut trainer = match checkpoint {
         Some((hash, bytes)) => {
             let ck = Checkpoint::decode(bytes, Some(hash), &engine.device)?;
@@ -263,6 +331,9 @@ pub fn train(
             )))
         }
     };
+    if let Some(summary) = summary {
+        send_data_summary(progress, &task.curve, summary);
+    }
     let start = trainer.epoch();
     let mut observer = Forward {
         curve: &task.curve,
@@ -297,7 +368,8 @@ pub struct Searched {
 
 /// Measures a block of line-search points θ0 + a·d. θ0 and random
 /// directions are rebuilt from the run's seeds; `toward` carries the
-/// artifact (hash and bytes) of a `Toward` direction.
+/// artifact (hash and bytes) of a `Toward` direction. Every block sends the
+/// dataset's summary before its first point.
 pub fn line_search(
     engine: &Engine,
     task: &LineSearchTask,
@@ -308,7 +380,7 @@ pub fn line_search(
     let run = &task.run;
     run.validate()?;
     let device = &engine.device;
-    let data = engine.datasets.get_or_load(&run.data, device)?;
+    let (data, summary) = engine.datasets.get_or_load_summarized(&run.data, device)?;
     let ctx = ModelContext {
         input_shape: data.input_shape.clone(),
         outputs: data.outputs,
@@ -380,6 +452,7 @@ pub fn line_search(
         eval_batch: train::EVAL_BATCH,
     };
     let mut next = task.points.iter().map(|&(index, _)| index);
+    send_data_summary(progress, &task.curve, summary);
     let points = landscape::line_search(&net, &theta0, &direction, &alphas, &data, eval, |p| {
         // line_search reports the points in the order of `alphas`.
         let index = next.next().unwrap_or(u32::MAX);
@@ -467,6 +540,14 @@ momentum = { kind = "constant", value = 0.9 }
         out
     }
 
+    /// The dataset summary leading `items`, and the rest.
+    fn data_first(items: &[pb::progress::Kind]) -> (DataSummary, &[pb::progress::Kind]) {
+        match items.split_first() {
+            Some((pb::progress::Kind::Data(d), rest)) => (DataSummary::from(*d), rest),
+            other => panic!("no leading data summary: {other:?}"),
+        }
+    }
+
     fn epochs(items: &[pb::progress::Kind]) -> Vec<u32> {
         items
             .iter()
@@ -517,7 +598,7 @@ momentum = { kind = "constant", value = 0.9 }
         let first = train(&engine, &chunk(0, 2, None), None, &control, &tx).unwrap();
         assert_eq!(first.outcome, RunOutcome::Completed { epoch: 2 });
         assert_eq!(first.epochs_trained, 2);
-        assert_eq!(epochs(&drain(&mut rx)), [0, 1, 2]);
+        assert_eq!(epochs(data_first(&drain(&mut rx)).1), [0, 1, 2]);
         let ck1 = first.checkpoint.unwrap();
         let h1 = artifact::content_hash(&ck1);
 
@@ -574,10 +655,12 @@ momentum = { kind = "constant", value = 0.9 }
                 stopped: false
             }
         );
-        let points: Vec<pb::LinePoint> = drain(&mut rx)
-            .into_iter()
+        let items = drain(&mut rx);
+        let points: Vec<pb::LinePoint> = data_first(&items)
+            .1
+            .iter()
             .map(|k| match k {
-                pb::progress::Kind::Point(p) => p,
+                pb::progress::Kind::Point(p) => *p,
                 other => panic!("not a point: {other:?}"),
             })
             .collect();
@@ -613,7 +696,7 @@ momentum = { kind = "constant", value = 0.9 }
         };
         let s = line_search(&engine, &search, None, &control, &tx).unwrap();
         assert_eq!((s.points, s.epochs_trained, s.stopped), (3, 0, false));
-        assert_eq!(drain(&mut rx).len(), 3);
+        assert_eq!(data_first(&drain(&mut rx)).1.len(), 3);
 
         search.direction = DirectionSpec::Trained {
             subset: 64,
@@ -623,13 +706,14 @@ momentum = { kind = "constant", value = 0.9 }
         let s = line_search(&engine, &search, None, &control, &tx).unwrap();
         assert_eq!((s.points, s.epochs_trained, s.stopped), (3, 2, false));
         let first = drain(&mut rx);
+        let first = data_first(&first).1.to_vec();
         assert_eq!(first.len(), 3);
         // Another block of the same line reuses the direction: no training,
         // and the same numbers.
         search.points = vec![(2, 1.0)];
         let s = line_search(&engine, &search, None, &control, &tx).unwrap();
         assert_eq!((s.points, s.epochs_trained, s.stopped), (1, 0, false));
-        assert_eq!(drain(&mut rx), first[2..]);
+        assert_eq!(data_first(&drain(&mut rx)).1, &first[2..]);
         assert_eq!(engine.directions.len(), 1);
         search.points = vec![(0, -1.0), (1, 0.0), (2, 1.0)];
 
@@ -649,6 +733,62 @@ momentum = { kind = "constant", value = 0.9 }
         };
         let err = line_search(&engine, &search, None, &TaskControl::new(), &tx).unwrap_err();
         assert!(matches!(err, EngineError::Artifact(_)), "{err}");
+    }
+
+    #[test]
+    fn first_chunks_and_line_search_blocks_send_the_data_summary_first() {
+        let engine = engine();
+        let control = TaskControl::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let expected = DataSummary {
+            classes: 4,
+            train_rows: 160,
+            heldout_rows: 64,
+            heldout_in_train: 0,
+        };
+
+        // A first chunk: exactly one summary, before the epoch-0 report.
+        let first = train(&engine, &chunk(0, 1, None), None, &control, &tx).unwrap();
+        let items = drain(&mut rx);
+        let (summary, rest) = data_first(&items);
+        assert_eq!(summary, expected);
+        assert_eq!(epochs(rest), [0, 1], "no second summary: {items:?}");
+
+        // A later chunk: none.
+        let ck = first.checkpoint.unwrap();
+        let h = artifact::content_hash(&ck);
+        train(
+            &engine,
+            &chunk(1, 2, Some(h.clone())),
+            Some((&h, &ck)),
+            &control,
+            &tx,
+        )
+        .unwrap();
+        assert_eq!(epochs(&drain(&mut rx)), [2]);
+
+        // Every line-search block: one, before its points.
+        let search = LineSearchTask {
+            curve: "seed=3".into(),
+            run: run_spec(),
+            direction: DirectionSpec::Random {
+                seed: 1,
+                filter_normalize: true,
+                include_biases: false,
+            },
+            points: vec![(0, 0.0), (1, 0.5)],
+        };
+        for _ in 0..2 {
+            line_search(&engine, &search, None, &control, &tx).unwrap();
+            let items = drain(&mut rx);
+            let (summary, rest) = data_first(&items);
+            assert_eq!(summary, expected);
+            assert_eq!(rest.len(), 2, "{items:?}");
+            assert!(rest
+                .iter()
+                .all(|k| matches!(k, pb::progress::Kind::Point(_))));
+        }
+        assert_eq!(engine.datasets.len(), 1);
     }
 
     #[test]

@@ -6,12 +6,16 @@
 //! ```text
 //! DataSpec ─► builtin::* / files::* ─► RawDataset ─► split ─► normalise ─► Dataset (device)
 //! ```
+//!
+//! [`summarize`] describes a loaded dataset for the coordinator's red flags
+//! (class count, heldout examples that copy training examples).
 
 pub mod builtin;
 mod error;
 pub mod files;
 mod order;
 mod raw;
+mod summary;
 
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
@@ -21,6 +25,7 @@ use ridgeline_common::{DataSpec, DatasetSource, Task};
 pub use error::DataError;
 pub use order::{epoch_order, Batches};
 pub use raw::{RawDataset, RawSplit, Targets};
+pub use summary::summarize;
 
 use super::rng;
 

@@ -31,6 +31,7 @@ pub fn evaluate(
         Task::Classification => {
             let mut loss_sum = 0f64;
             let mut correct = 0f64;
+            let mut predicted: Vec<u64> = vec![];
             let mut start = 0;
             while start < n {
                 let len = bs.min(n - start);
@@ -39,12 +40,16 @@ pub fn evaluate(
                 let logits = net.forward(&x)?;
                 let l = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?;
                 loss_sum += l.to_scalar::<f64>()? * len as f64;
-                let hit = logits
-                    .argmax(D::Minus1)?
-                    .eq(&y)?
-                    .to_dtype(DType::F64)?
-                    .sum_all()?;
+                let argmax = logits.argmax(D::Minus1)?;
+                let hit = argmax.eq(&y)?.to_dtype(DType::F64)?.sum_all()?;
                 correct += hit.to_scalar::<f64>()?;
+                for class in argmax.to_vec1::<u32>()? {
+                    let class = class as usize;
+                    if predicted.len() <= class {
+                        predicted.resize(class + 1, 0);
+                    }
+                    predicted[class] += 1;
+                }
                 start += len;
             }
             let denom = n.max(1) as f64;
@@ -55,6 +60,8 @@ pub fn evaluate(
                 accuracy: Some(accuracy),
                 r2: None,
                 pearson: None,
+                majority_fraction: (n > 0)
+                    .then(|| predicted.iter().copied().max().unwrap_or(0) as f64 / denom),
             })
         }
         Task::Regression => {
@@ -83,6 +90,7 @@ pub fn evaluate(
                 accuracy: None,
                 r2: Some(r.r2),
                 pearson: Some(r.pearson),
+                majority_fraction: None,
             })
         }
     }
@@ -172,5 +180,55 @@ mod tests {
         assert!((r.r2 - (1.0 + 0.85) / 2.0).abs() < 1e-12);
         let r = regression_metrics(&[f32::NAN, 1.], &[1., 2.], 1);
         assert!(!r.mse.is_finite() && !r.r2.is_finite());
+    }
+
+    #[test]
+    fn majority_fraction_is_the_share_of_the_most_predicted_class() {
+        use crate::engine::model::{ModelContext, ModelRegistry};
+        use candle_core::Device;
+        use ridgeline_common::spec::{MlpSpec, ModelSpec};
+
+        let dev = Device::Cpu;
+        // A linear model 2 inputs → 3 classes, logits = W·x + b.
+        let spec = ModelSpec::Mlp(MlpSpec {
+            hidden: vec![],
+            activation: Default::default(),
+            init: Default::default(),
+        });
+        let ctx = ModelContext {
+            input_shape: vec![2],
+            outputs: 3,
+            task: Task::Classification,
+        };
+        let net = Network::build(&spec, &ctx, 0, &dev, &ModelRegistry::default()).unwrap();
+        let set = |w: &[f32], b: &[f32]| {
+            for var in net.params().vars() {
+                let t = if var.rank() == 2 {
+                    Tensor::from_slice(w, (3, 2), &dev)
+                } else {
+                    Tensor::from_slice(b, 3, &dev)
+                };
+                var.set(&t.unwrap()).unwrap();
+            }
+        };
+        let x = [1f32, 0., 1., 0., 1., 0., 0., 1., 1., 0.];
+        let split = Split {
+            x: Tensor::from_slice(&x, (5, 2), &dev).unwrap(),
+            y: Tensor::from_slice(&[0u32, 1, 2, 1, 2], 5, &dev).unwrap(),
+            len: 5,
+        };
+        let eval = || evaluate(&net, &split, Task::Classification, MetricKind::Accuracy, 2);
+
+        // Always class 2 (the bias alone decides).
+        set(&[0.; 6], &[0., 0., 1.]);
+        let m = eval().unwrap();
+        assert_eq!(m.majority_fraction, Some(1.0));
+        assert!((m.metric - 0.4).abs() < 1e-12, "{m:?}");
+
+        // Logits = (x0, x1, 0): four examples → class 0, one → class 1.
+        set(&[1., 0., 0., 1., 0., 0.], &[0.; 3]);
+        let m = eval().unwrap();
+        assert_eq!(m.majority_fraction, Some(0.8));
+        assert!((m.metric - 0.4).abs() < 1e-12, "{m:?}");
     }
 }

@@ -1,5 +1,8 @@
 //! Analysis: a job's curves from its stored measurements, and their mean
-//! and spread over seeds.
+//! and spread over seeds; and, for a procedure job, its decisions
+//! ([`steps`]).
+
+pub mod steps;
 
 use std::collections::BTreeMap;
 
@@ -28,7 +31,12 @@ pub fn results(
     measurements: Vec<pb::Progress>,
 ) -> pb::JobResults {
     let mut curves: BTreeMap<String, pb::Curve> = BTreeMap::new();
+    let mut data = None;
     for m in measurements {
+        if let Some(pb::progress::Kind::Data(d)) = &m.kind {
+            data.get_or_insert(*d);
+            continue;
+        }
         let c = curves.entry(m.curve.clone()).or_insert_with(|| pb::Curve {
             curve: m.curve.clone(),
             ..Default::default()
@@ -49,7 +57,7 @@ pub fn results(
                 heldout: p.heldout,
             }),
             Some(pb::progress::Kind::End(e)) => c.end = Some(e),
-            None => {}
+            Some(pb::progress::Kind::Data(_)) | None => {}
         }
     }
     for c in curves.values_mut() {
@@ -69,6 +77,8 @@ pub fn results(
         metric: metric.to_string(),
         curves: curves.into_values().collect(),
         aggregates,
+        data,
+        ..Default::default()
     }
 }
 
