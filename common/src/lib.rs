@@ -5,6 +5,7 @@
 //!   validating `validate()` that names the offending field.
 //! * [`proto`]: the generated gRPC code (`proto/ridgeline/v1`), and
 //!   [`wire`]: conversions between wire messages and these types.
+//! * [`auth`]: bearer tokens on the client side (clients and workers).
 //! * [`ids`]: `JobId`, `TaskId`, `WorkerId`.
 //! * [`job`]: a job file (`kind` + shared run settings + its section), and
 //!   [`task`]: what one worker task is asked to do.
@@ -13,6 +14,7 @@
 //! * [`schedule`]: learning-rate and momentum schedules as small pure
 //!   functions of the (fractional) epoch.
 
+pub mod auth;
 pub mod ids;
 pub mod job;
 pub mod procedure;

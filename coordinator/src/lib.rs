@@ -17,6 +17,7 @@
 
 pub mod analysis;
 pub mod artifacts;
+pub mod auth;
 pub mod client;
 pub mod decisions;
 pub mod error;

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::ArtifactStore;
+use crate::auth::Tokens;
 use crate::error::{CoordError, Result};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::jobs::JobApi;
@@ -26,6 +27,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Largest artifact accepted by UploadArtifact.
     pub max_artifact_bytes: u64,
+    /// Bearer tokens accepted (none: no authentication).
+    pub tokens: Arc<Tokens>,
 }
 
 impl ServerConfig {
@@ -35,6 +38,7 @@ impl ServerConfig {
             scheduler: SchedulerConfig::default(),
             max_message_bytes: 8 << 20,
             max_artifact_bytes: 4 << 30,
+            tokens: Arc::new(Tokens::open()),
         }
     }
 }
@@ -51,6 +55,9 @@ pub async fn serve(
     scheduler.recover()?;
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, data_dir = %config.data_dir.display(), "coordinator serving");
+    if config.tokens.is_open() {
+        tracing::warn!("no tokens configured (serve --tokens FILE): anyone who can reach this port may submit jobs and lease tasks");
+    }
 
     // Lease expiry: a task whose worker went quiet goes back to the queue.
     let sweeper = {
@@ -94,6 +101,7 @@ pub async fn serve(
     let jobs = JobServiceServer::new(JobApi {
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
+        tokens: config.tokens.clone(),
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(64 << 20);
@@ -101,6 +109,7 @@ pub async fn serve(
         scheduler,
         artifacts,
         max_artifact_bytes: config.max_artifact_bytes,
+        tokens: config.tokens.clone(),
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);

@@ -19,9 +19,15 @@ impl Drop for Server {
 }
 
 fn serve(dir: &std::path::Path) -> Server {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(extra)
+        .env_remove("RIDGELINE_TOKENS")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -42,10 +48,17 @@ fn serve(dir: &std::path::Path) -> Server {
 }
 
 fn client(url: &str, args: &[&str]) -> (bool, String, String) {
+    client_env(url, args, &[])
+}
+
+fn client_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(["--coordinator", url])
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("RIDGELINE_TOKEN")
+        .env_remove("RIDGELINE_TOKEN_FILE")
+        .envs(env.iter().copied())
         .output()
         .expect("run client");
     (
@@ -96,4 +109,39 @@ fn submit_status_list_and_refusals_through_the_cli() {
         !ok && err.contains("127.0.0.1:1"),
         "names the unreachable coordinator: {err}"
     );
+}
+
+#[test]
+fn tokens_come_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "client = [\"cli-client-token-0123\"]\n").unwrap();
+    let server = serve_with(
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let (ok, _, err) = client(&server.url, &["list"]);
+    assert!(!ok);
+    assert!(err.contains("no bearer token"), "{err}");
+    let (ok, out, err) = client_env(
+        &server.url,
+        &["list"],
+        &[("RIDGELINE_TOKEN", "cli-client-token-0123")],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("no jobs"), "{out}");
+    let file = dir.path().join("my-token");
+    std::fs::write(&file, "cli-client-token-0123\n").unwrap();
+    let (ok, _, err) = client(
+        &server.url,
+        &["--token-file", file.to_str().unwrap(), "list"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = client_env(
+        &server.url,
+        &["list"],
+        &[("RIDGELINE_TOKEN", "wrong-token-000000000")],
+    );
+    assert!(!ok);
+    assert!(err.contains("token is not valid"), "{err}");
 }

@@ -31,13 +31,19 @@ impl Coordinator {
     }
 
     pub async fn start_on(addr: SocketAddr, data_dir: &Path, lease_ttl: Duration) -> Coordinator {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
         let mut config = ServerConfig::new(data_dir);
         config.scheduler = SchedulerConfig {
             lease_ttl,
             heartbeat_interval: Duration::from_millis(100),
         };
+        Self::start_with(addr, config).await
+    }
+
+    /// Starts a coordinator with `config` on `addr` (port 0: a free one).
+    pub async fn start_with(addr: SocketAddr, config: ServerConfig) -> Coordinator {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let data_dir = config.data_dir.clone();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(ridgeline_coordinator::serve(
             listener,
@@ -46,7 +52,7 @@ impl Coordinator {
         ));
         Coordinator {
             addr,
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             shutdown,
             handle: Some(handle),
         }

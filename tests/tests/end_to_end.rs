@@ -523,12 +523,20 @@ async fn uploaded_data_files_are_fetched_by_hash_and_give_the_same_numbers() {
     std::fs::write(&yp, &yb).unwrap();
 
     let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
-    let hx = ridgeline_coordinator::client::upload(&c.url(), xb)
-        .await
-        .unwrap();
-    let hy = ridgeline_coordinator::client::upload(&c.url(), yb)
-        .await
-        .unwrap();
+    let hx = ridgeline_coordinator::client::upload(
+        &c.url(),
+        &ridgeline_coordinator::client::Bearer::none(),
+        xb,
+    )
+    .await
+    .unwrap();
+    let hy = ridgeline_coordinator::client::upload(
+        &c.url(),
+        &ridgeline_coordinator::client::Bearer::none(),
+        yb,
+    )
+    .await
+    .unwrap();
     let job = |x: &str, y: &str| {
         format!(
             "kind = \"train\"\nreplicates = 2\nbatch_size = 32\n[data.source]\nkind = \"npy\"\nx = \"{x}\"\ny = \"{y}\"\n\

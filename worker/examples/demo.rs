@@ -57,7 +57,7 @@ async fn demo() -> anyhow::Result<()> {
     }
     println!("{WORKERS} workers started\n");
 
-    let mut jobs = client::connect(&url).await?;
+    let mut jobs = client::connect(&url, &client::Bearer::none()).await?;
     let path = examples.join("procedure.toml");
     let text = std::fs::read_to_string(&path)?;
     let id = jobs
@@ -71,7 +71,13 @@ async fn demo() -> anyhow::Result<()> {
     println!("── the procedure: job {id} ({})", path.display());
     // The same live view as `coordinator watch JOB`: stages, measurements,
     // and each decision as it is made.
-    if let Err(e) = client::run(ClientCommand::Watch { job: id.clone() }, &url).await {
+    if let Err(e) = client::run(
+        ClientCommand::Watch { job: id.clone() },
+        &url,
+        &client::Bearer::none(),
+    )
+    .await
+    {
         println!("{e:#}");
     }
     let status = jobs

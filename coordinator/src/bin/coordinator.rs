@@ -28,6 +28,9 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+    /// File holding this client's bearer token (or set RIDGELINE_TOKEN).
+    #[arg(long, global = true, env = "RIDGELINE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -52,6 +55,11 @@ enum Command {
         /// Seconds between worker heartbeats.
         #[arg(long, default_value_t = 3.0)]
         heartbeat: f64,
+        /// TOML file of the accepted bearer tokens (`client = [...]`,
+        /// `worker = [...]`); without it anyone who can reach the port may
+        /// call everything.
+        #[arg(long, env = "RIDGELINE_TOKENS")]
+        tokens: Option<PathBuf>,
     },
     #[command(flatten)]
     Client(ridgeline_coordinator::client::ClientCommand),
@@ -103,9 +111,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             lease_ttl,
             heartbeat,
+            tokens,
         } => {
             init_logs(&cli.log_format);
             let mut config = ServerConfig::new(data_dir);
+            if let Some(path) = tokens {
+                config.tokens =
+                    std::sync::Arc::new(ridgeline_coordinator::auth::Tokens::load(&path)?);
+            }
             config.scheduler = SchedulerConfig {
                 lease_ttl: seconds("lease-ttl", lease_ttl)?,
                 heartbeat_interval: seconds("heartbeat", heartbeat)?,
@@ -128,7 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logs(&cli.log_format);
             }
-            ridgeline_coordinator::client::run(cmd, &cli.coordinator).await
+            let bearer = ridgeline_coordinator::client::Bearer::from_env(cli.token_file.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            ridgeline_coordinator::client::run(cmd, &cli.coordinator, &bearer).await
         }
     }
 }

@@ -30,9 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
 use clap::{Subcommand, ValueEnum};
+pub use ridgeline_common::auth::Bearer;
+use ridgeline_common::auth::JobClient;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 /// The hint shown whenever the coordinator cannot be reached.
@@ -155,8 +158,9 @@ pub enum ClientCommand {
 /// Errors are one readable message each: the coordinator being unreachable
 /// (naming the URL and how to set it), a refused job (the coordinator's
 /// message names the offending field), an unknown job (`no job <id>`), a
-/// job that failed or was cancelled while being watched.
-pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
+/// job that failed or was cancelled while being watched. Every call
+/// carries `bearer` (see [`ridgeline_common::auth`]).
+pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow::Result<()> {
     let url = normalize_endpoint(endpoint);
     match cmd {
         ClientCommand::Submit { file, format } => {
@@ -164,7 +168,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let format = format.unwrap_or_else(|| JobFileFormat::from_path(&file));
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let resp = client
                 .submit_job(pb::SubmitJobRequest {
                     text,
@@ -180,7 +184,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             emit(&format!("{}\n", resp.into_inner().job_id))
         }
         ClientCommand::Status { job: Some(job) } => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let s = client
                 .get_job(pb::GetJobRequest {
                     job_id: job.clone(),
@@ -190,7 +194,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             emit(&render::format_status(s.get_ref()))
         }
         ClientCommand::Status { job: None } | ClientCommand::List => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let r = client
                 .list_jobs(pb::ListJobsRequest {})
                 .await
@@ -198,11 +202,11 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             emit(&render::format_jobs(&r.get_ref().jobs))
         }
         ClientCommand::Watch { job } => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             watch::watch(&mut client, &url, &job).await
         }
         ClientCommand::Cancel { job } => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let r = client
                 .cancel_job(pb::CancelJobRequest {
                     job_id: job.clone(),
@@ -215,7 +219,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             ))
         }
         ClientCommand::Workers => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let r = client
                 .list_workers(pb::ListWorkersRequest {})
                 .await
@@ -223,7 +227,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             emit(&render::format_workers(&r.get_ref().workers, now_ms()))
         }
         ClientCommand::Export { job, format, out } => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let r = client
                 .get_results(pb::GetResultsRequest {
                     job_id: job.clone(),
@@ -254,7 +258,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
         }
         ClientCommand::Report { job, out } => {
             let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{job}")));
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let (status, results) = fetch_job(&mut client, &url, &job).await?;
             let paths = crate::report::write_report(&dir, &status, &results)
                 .with_context(|| format!("cannot write the report into {}", dir.display()))?;
@@ -265,14 +269,14 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
             emit(&text)
         }
         ClientCommand::Gallery { out } => {
-            let mut client = connect(&url).await?;
+            let mut client = connect(&url, bearer).await?;
             let path = gallery(&mut client, &url, &out).await?;
             emit(&format!("{}\n", path.display()))
         }
         ClientCommand::Upload { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let hash = upload(&url, bytes).await?;
+            let hash = upload(&url, bearer, bytes).await?;
             emit(&format!(
                 "{}{hash}\n",
                 ridgeline_common::spec::ARTIFACT_PREFIX
@@ -283,7 +287,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str) -> anyhow::Result<()> {
 
 /// A job's status (GetJob) and results (GetResults).
 async fn fetch_job(
-    client: &mut JobServiceClient<Channel>,
+    client: &mut JobClient,
     url: &str,
     job: &str,
 ) -> anyhow::Result<(pb::JobStatus, pb::JobResults)> {
@@ -315,11 +319,7 @@ pub fn in_gallery(job: &pb::JobStatus) -> bool {
 /// `out/<job>/`, and `out/gallery.html`. A job whose results cannot be
 /// fetched, or whose id cannot name a directory, is skipped with a
 /// warning on stderr; returns the gallery's path.
-async fn gallery(
-    client: &mut JobServiceClient<Channel>,
-    url: &str,
-    out: &Path,
-) -> anyhow::Result<PathBuf> {
+async fn gallery(client: &mut JobClient, url: &str, out: &Path) -> anyhow::Result<PathBuf> {
     let jobs = client
         .list_jobs(pb::ListJobsRequest {})
         .await
@@ -366,7 +366,7 @@ async fn gallery(
 }
 
 /// Uploads `bytes` as an artifact in 1 MiB chunks; returns its hash.
-pub async fn upload(url: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+pub async fn upload(url: &str, bearer: &Bearer, bytes: Vec<u8>) -> anyhow::Result<String> {
     use sha2::Digest;
     const CHUNK: usize = 1 << 20;
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
@@ -388,12 +388,13 @@ pub async fn upload(url: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
             })
             .collect()
     };
-    let mut client =
-        ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient::connect(
-            url.to_string(),
-        )
+    let channel = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("`{url}` is not a valid coordinator address"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let mut client = WorkerServiceClient::with_interceptor(channel, bearer.clone());
     client
         .upload_artifact(tokio_stream::iter(chunks))
         .await
@@ -413,7 +414,7 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
 
 /// Connects to the coordinator's `JobService` at `url`, failing within a few
 /// seconds with a message naming the URL when it cannot be reached.
-pub async fn connect(url: &str) -> anyhow::Result<JobServiceClient<Channel>> {
+pub async fn connect(url: &str, bearer: &Bearer) -> anyhow::Result<JobClient> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| {
             anyhow!(
@@ -422,12 +423,13 @@ pub async fn connect(url: &str) -> anyhow::Result<JobServiceClient<Channel>> {
             )
         })?
         .connect_timeout(Duration::from_secs(5));
-    let client = JobServiceClient::connect(endpoint).await.map_err(|e| {
+    let channel = endpoint.connect().await.map_err(|e| {
         anyhow!(
             "cannot reach the coordinator at {url} ({}); {ADDRESS_HINT}",
             error_chain(&e)
         )
     })?;
+    let client = JobServiceClient::with_interceptor(channel, bearer.clone());
     Ok(client.max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
@@ -665,10 +667,14 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let e = run(ClientCommand::List, &format!("127.0.0.1:{port}"))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            ClientCommand::List,
+            &format!("127.0.0.1:{port}"),
+            &Bearer::none(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains(&format!("cannot reach the coordinator at {url}")),
             "{e}"
@@ -677,7 +683,7 @@ mod tests {
             e.contains("--coordinator") && e.contains("RIDGELINE_COORDINATOR"),
             "{e}"
         );
-        let e = run(ClientCommand::List, "http://exa mple:1")
+        let e = run(ClientCommand::List, "http://exa mple:1", &Bearer::none())
             .await
             .unwrap_err()
             .to_string();
@@ -689,6 +695,7 @@ mod tests {
                 format: None,
             },
             &url,
+            &Bearer::none(),
         )
         .await
         .unwrap_err()

@@ -13,9 +13,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use ridgeline_common::auth::JobClient;
 use ridgeline_common::proto::v1 as pb;
-use ridgeline_common::proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::Channel;
 
 use super::render::{
     format_event, format_stage, format_task_failure, format_watch_header, job_state_is_terminal,
@@ -249,11 +248,7 @@ impl Bars {
 /// Follows job `job` until it ends: `Ok` when it succeeded, an error (so a
 /// non-zero exit) when it failed or was cancelled, or when the stream broke
 /// off before the job ended.
-pub(crate) async fn watch(
-    client: &mut JobServiceClient<Channel>,
-    url: &str,
-    job: &str,
-) -> anyhow::Result<()> {
+pub(crate) async fn watch(client: &mut JobClient, url: &str, job: &str) -> anyhow::Result<()> {
     let mut stream = client
         .watch_job(pb::WatchJobRequest {
             job_id: job.to_string(),

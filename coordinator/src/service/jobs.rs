@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
+use crate::auth::{self, Tokens};
 use crate::scheduler::{is_terminal, Scheduler};
 use crate::{analysis, decisions};
 
@@ -22,6 +23,7 @@ pub struct JobApi {
     /// Ends open watch streams when the server shuts down (otherwise a
     /// graceful shutdown would wait for every watched job to finish).
     pub shutdown: CancellationToken,
+    pub tokens: Arc<Tokens>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -32,6 +34,7 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "SubmitJob")?;
         let req = req.into_inner();
         let format = match pb::JobFormat::try_from(req.format) {
             Ok(pb::JobFormat::Json) => JobFormat::Json,
@@ -54,6 +57,7 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::JobStatus>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "GetJob")?;
         Ok(Response::new(
             self.scheduler.job_status(&req.into_inner().job_id)?,
         ))
@@ -61,8 +65,9 @@ impl JobService for JobApi {
 
     async fn list_jobs(
         &self,
-        _: Request<pb::ListJobsRequest>,
+        req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "ListJobs")?;
         let s = self.scheduler.clone();
         Ok(Response::new(pb::ListJobsResponse {
             jobs: blocking(move || s.list_jobs()).await?,
@@ -75,6 +80,7 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "WatchJob")?;
         let job_id = req.into_inner().job_id;
         // Subscribe before reading the log, so nothing falls in between.
         let mut live = self.scheduler.subscribe();
@@ -139,6 +145,7 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "CancelJob")?;
         let s = self.scheduler.clone();
         let id = req.into_inner().job_id;
         let state = blocking(move || s.cancel(&id)).await?;
@@ -149,8 +156,9 @@ impl JobService for JobApi {
 
     async fn list_workers(
         &self,
-        _: Request<pb::ListWorkersRequest>,
+        req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "ListWorkers")?;
         let s = self.scheduler.clone();
         Ok(Response::new(pb::ListWorkersResponse {
             workers: blocking(move || s.workers()).await?,
@@ -161,6 +169,7 @@ impl JobService for JobApi {
         &self,
         req: Request<pb::GetResultsRequest>,
     ) -> Result<Response<pb::JobResults>, Status> {
+        self.tokens.check(&req, auth::CLIENT, "GetResults")?;
         let s = self.scheduler.clone();
         let id = req.into_inner().job_id;
         let (job, measurements, decisions) = blocking(move || {

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::blocking;
 use crate::artifacts::{check_hash, ArtifactStore};
+use crate::auth::{self, Tokens};
 use crate::scheduler::Scheduler;
 
 /// Chunk size of artifact downloads.
@@ -24,6 +25,7 @@ pub struct WorkerApi {
     pub artifacts: Arc<ArtifactStore>,
     /// Largest artifact accepted by UploadArtifact.
     pub max_artifact_bytes: u64,
+    pub tokens: Arc<Tokens>,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
@@ -34,6 +36,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "Register")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
         Ok(Response::new(blocking(move || s.register(&req)).await?))
@@ -43,6 +46,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "Lease")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
         Ok(Response::new(blocking(move || s.lease(&req)).await?))
@@ -52,6 +56,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "Report")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
         Ok(Response::new(blocking(move || s.report(&req)).await?))
@@ -61,6 +66,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "Complete")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
         blocking(move || s.complete(&req)).await?;
@@ -71,6 +77,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "Fail")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
         blocking(move || s.fail(&req)).await?;
@@ -83,6 +90,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::DownloadArtifactRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        self.tokens.check(&req, auth::ANY, "DownloadArtifact")?;
         let hash = check_hash(&req.into_inner().hash)?;
         let path = self.artifacts.path(&hash)?;
         let mut file = tokio::fs::File::open(&path)
@@ -131,6 +139,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<Streaming<pb::ArtifactChunk>>,
     ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
+        self.tokens.check(&req, auth::ANY, "UploadArtifact")?;
         let mut stream = req.into_inner();
         let first = stream
             .next()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use ridgeline_common::auth::Bearer;
 use ridgeline_worker::engine::device::configure_threads;
 use ridgeline_worker::runner::{self, DeviceChoice, ModelRegistry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,10 @@ struct Args {
     /// they are stopped and handed back to the coordinator.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     shutdown_grace: Duration,
+    /// File holding this worker's bearer token, when the coordinator
+    /// requires one (or set RIDGELINE_TOKEN).
+    #[arg(long, env = "RIDGELINE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Log lines as text or as JSON objects (filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -88,6 +93,7 @@ impl Args {
             exit_when_idle: self.exit_when_idle,
             registry: ModelRegistry::default(),
             shutdown_grace: self.shutdown_grace,
+            token: Bearer::none(),
         }
     }
 }
@@ -161,7 +167,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = args.config();
+    let mut config = args.config();
+    config.token = Bearer::from_env(args.token_file.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     // Before the runtime starts any thread and before candle runs anything:
     // rayon reads its thread count once, and environment variables must
     // only be set while the process is single-threaded.

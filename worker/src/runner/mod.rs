@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ridgeline_common::auth::Bearer;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
 use tokio::sync::watch;
@@ -81,6 +82,8 @@ pub struct WorkerConfig {
     /// After shutdown is asked for, how long running tasks may still
     /// finish before they are stopped and handed back.
     pub shutdown_grace: Duration,
+    /// Sent with every call, when the coordinator requires tokens.
+    pub token: Bearer,
 }
 
 impl WorkerConfig {
@@ -95,6 +98,7 @@ impl WorkerConfig {
             exit_when_idle: None,
             registry: ModelRegistry::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            token: Bearer::none(),
         }
     }
 }
@@ -161,7 +165,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             path: config.cache_dir.clone(),
             error,
         })?;
-    let client = rpc::connect(&config.coordinator)?;
+    let client = rpc::connect(&config.coordinator, &config.token)?;
     let choice = config.device;
     // Opening a GPU can take seconds: keep it off the async threads.
     let device = tokio::task::spawn_blocking(move || device::open(choice))

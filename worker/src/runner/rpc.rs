@@ -4,15 +4,16 @@
 use std::future::Future;
 use std::time::Duration;
 
+use ridgeline_common::auth::Bearer;
 use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Response, Status};
 
 use super::RunnerError;
 
 /// The client every call of this worker goes through (cheap to clone: all
 /// clones share one HTTP/2 connection, re-established on demand).
-pub(crate) type Client = WorkerServiceClient<Channel>;
+pub(crate) type Client = ridgeline_common::auth::WorkerClient;
 
 /// Largest message either side may send. Artifacts travel in 1 MiB chunks
 /// and reports in batches of at most [`super::reporter::MAX_BATCH`] items,
@@ -29,7 +30,7 @@ pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Builds a lazily connecting client: nothing is dialled until the first
 /// call, and a broken connection is re-dialled by the next call, so the
 /// worker can start before the coordinator and outlive its restarts.
-pub(crate) fn connect(url: &str) -> Result<Client, RunnerError> {
+pub(crate) fn connect(url: &str, token: &Bearer) -> Result<Client, RunnerError> {
     let url = url.trim();
     let full = if url.contains("://") {
         url.to_string()
@@ -55,9 +56,11 @@ pub(crate) fn connect(url: &str) -> Result<Client, RunnerError> {
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(WorkerServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(
+        WorkerServiceClient::with_interceptor(channel, token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 /// Awaits a unary call for at most `limit`; no answer in time reads as
@@ -195,11 +198,15 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            assert!(connect("127.0.0.1:1").is_ok());
-            assert!(connect("http://localhost:50051").is_ok());
-            let err = connect("https://example.invalid").unwrap_err().to_string();
+            assert!(connect("127.0.0.1:1", &Bearer::none()).is_ok());
+            assert!(connect("http://localhost:50051", &Bearer::none()).is_ok());
+            let err = connect("https://example.invalid", &Bearer::none())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("TLS"), "{err}");
-            let err = connect("http://bad host/").unwrap_err().to_string();
+            let err = connect("http://bad host/", &Bearer::none())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("bad host"), "{err}");
         });
     }
