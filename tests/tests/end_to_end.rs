@@ -586,3 +586,60 @@ async fn uploaded_data_files_are_fetched_by_hash_and_give_the_same_numbers() {
     stop.cancel();
     c.stop().await;
 }
+
+/// A worker cut off (SIGSTOP) past its lease TTL: its task is leased again
+/// and finished elsewhere; once resumed (SIGCONT), what it still sends for
+/// the old attempt is refused and never counted (the curves equal the
+/// engine's); it recovers and takes new work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_past_its_lease_is_fenced_off_then_takes_new_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(3)).await;
+    let mut client = c.jobs().await;
+    let text = SLOW_CNN_RAMP;
+    let job = submit(&mut client, text).await.unwrap();
+    let a = spawn_worker(&c.url(), "a", 1, &dir.path().join("a"));
+    let s = wait_until(&mut client, &job, "chunk 1 to run", |s| {
+        state_of(s, 0) == pb::TaskState::Done && state_of(s, 1) == pb::TaskState::Leased
+    })
+    .await;
+    let a_id = s.tasks[1].worker_id.clone();
+    wait_for_points(&mut client, &job, "chunk 1 to report", |c| {
+        c.points.iter().any(|p| p.x > 3.0)
+    })
+    .await;
+    a.signal(19); // SIGSTOP
+    let mut b = spawn_worker(&c.url(), "b", 1, &dir.path().join("b"));
+    // a's lease runs out; b takes chunk 1 as attempt 2.
+    wait_until(&mut client, &job, "chunk 1 re-leased to b", |s| {
+        s.tasks[1].attempt == 2 && !s.tasks[1].worker_id.is_empty() && s.tasks[1].worker_id != a_id
+    })
+    .await;
+    a.signal(18); // SIGCONT: a carries on with its stale attempt for a moment.
+    let s = wait_for_end(&mut client, &job, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    assert_ne!(
+        s.tasks[1].worker_id, a_id,
+        "the re-leased attempt finished it"
+    );
+    assert_eq!(s.tasks[1].attempt, 2);
+    let results = client
+        .get_results(pb::GetResultsRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_curves(&results, &engine_curves(text));
+
+    // b leaves; only a is left to run a new job.
+    b.kill();
+    let job2 = submit(&mut client, &ridgeline_tests::jobs::lr_ramp(1, 2, 2))
+        .await
+        .unwrap();
+    let s = wait_for_end(&mut client, &job2, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    assert!(
+        s.tasks.iter().all(|t| t.worker_id == a_id),
+        "the resumed worker took the new job: {s:#?}"
+    );
+    c.stop().await;
+}
