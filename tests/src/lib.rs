@@ -35,6 +35,7 @@ impl Coordinator {
         config.scheduler = SchedulerConfig {
             lease_ttl,
             heartbeat_interval: Duration::from_millis(100),
+            ..SchedulerConfig::default()
         };
         Self::start_with(addr, config).await
     }

@@ -765,3 +765,117 @@ async fn an_open_watch_does_not_hold_up_shutdown() {
         .await
         .expect("the server stops although the job is still being watched");
 }
+
+fn failure(worker: &str, t: &pb::TaskAssignment) -> pb::FailRequest {
+    pb::FailRequest {
+        worker_id: worker.into(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        message: "CUDA out of memory".into(),
+        retryable: true,
+        handed_back: false,
+    }
+}
+
+/// A worker that fails everything it touches (a broken GPU, a missing
+/// mount) is quarantined after 3 failed attempts in a row instead of
+/// burning every task's attempts; the others keep going. A completed task
+/// resets the count.
+#[tokio::test]
+async fn a_worker_that_fails_everything_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(
+        &mut client,
+        &format!("max_attempts = 10\n{}", jobs::lr_ramp(3, 2, 2)),
+    )
+    .await
+    .unwrap();
+    let mut w = c.workers().await;
+
+    // Fails, fails, completes, fails, fails: never 3 in a row.
+    let flaky = register(&mut w, "flaky").await;
+    for round in 0..5 {
+        let t = lease_one(&mut w, &flaky).await;
+        if round == 2 {
+            w.report(report(&flaky, &t, 1, 0)).await.unwrap();
+            w.report(report(&flaky, &t, 2, 1)).await.unwrap();
+            w.report(report(&flaky, &t, 3, 2)).await.unwrap();
+            w.complete(pb::CompleteRequest {
+                worker_id: flaky.clone(),
+                task_id: t.task_id.clone(),
+                attempt: t.attempt,
+                end: Some(pb::RunEnd {
+                    kind: pb::run_end::Kind::Completed as i32,
+                    epoch: 2,
+                    ..Default::default()
+                }),
+                checkpoint_hash: String::new(),
+                epochs_trained: 2,
+            })
+            .await
+            .unwrap();
+        } else {
+            w.fail(failure(&flaky, &t)).await.unwrap();
+        }
+    }
+    let workers = |c: &mut ridgeline_common::proto::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let mut c = c.clone();
+        async move {
+            c.list_workers(pb::ListWorkersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .workers
+        }
+    };
+    let listed = workers(&mut client).await;
+    assert_eq!(listed[0].state, "active", "{listed:?}");
+
+    // Three failures in a row: no new work, and the reason is listed.
+    let bad = register(&mut w, "bad").await;
+    for _ in 0..3 {
+        let t = lease_one(&mut w, &bad).await;
+        w.fail(failure(&bad, &t)).await.unwrap();
+    }
+    let none = w
+        .lease(pb::LeaseRequest {
+            worker_id: bad.clone(),
+            free_slots: 1,
+            running: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.tasks.is_empty(), "a quarantined worker gets no task");
+    let listed = workers(&mut client).await;
+    let b = listed.iter().find(|x| x.worker_id == bad).unwrap();
+    assert_eq!(b.state, "quarantined");
+    assert!(
+        b.quarantine_reason.contains("last 3 task attempts failed")
+            && b.quarantine_reason.contains("CUDA out of memory"),
+        "{}",
+        b.quarantine_reason
+    );
+    assert!(b.quarantined_until_unix_ms > 0);
+
+    // The job is not failed by it, and a healthy worker carries on.
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.state, pb::JobState::Running as i32, "{}", s.error);
+    let good = register(&mut w, "good").await;
+    let t = lease_one(&mut w, &good).await;
+    assert!(
+        t.attempt > 1,
+        "a task the bad worker failed is retried elsewhere"
+    );
+    c.stop().await;
+}

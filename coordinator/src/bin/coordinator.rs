@@ -60,6 +60,12 @@ enum Command {
         /// call everything.
         #[arg(long, env = "RIDGELINE_TOKENS")]
         tokens: Option<PathBuf>,
+        /// A worker whose last N task attempts all failed gets no new tasks
+        /// for --quarantine seconds (0: never quarantine).
+        #[arg(long, default_value_t = 3)]
+        quarantine_after: u32,
+        #[arg(long, default_value_t = 600.0)]
+        quarantine: f64,
     },
     #[command(flatten)]
     Client(ridgeline_coordinator::client::ClientCommand),
@@ -112,6 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lease_ttl,
             heartbeat,
             tokens,
+            quarantine_after,
+            quarantine,
         } => {
             init_logs(&cli.log_format);
             let mut config = ServerConfig::new(data_dir);
@@ -122,6 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.scheduler = SchedulerConfig {
                 lease_ttl: seconds("lease-ttl", lease_ttl)?,
                 heartbeat_interval: seconds("heartbeat", heartbeat)?,
+                quarantine_after,
+                quarantine_for: seconds("quarantine", quarantine)?,
             };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

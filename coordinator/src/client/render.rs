@@ -355,7 +355,7 @@ pub fn format_workers(workers: &[pb::WorkerInfo], now_ms: i64) -> String {
             ]
         })
         .collect();
-    table(
+    let out = table(
         &[
             "ID",
             "NAME",
@@ -368,7 +368,29 @@ pub fn format_workers(workers: &[pb::WorkerInfo], now_ms: i64) -> String {
             "LAST SEEN",
         ],
         &rows,
-    )
+    );
+    // Why a quarantined worker gets no work, under the table.
+    let mut out = out;
+    for w in workers.iter().filter(|w| !w.quarantine_reason.is_empty()) {
+        let _ = writeln!(
+            out,
+            "{} quarantined for {}: {}",
+            w.worker_id,
+            fmt_duration_ms(w.quarantined_until_unix_ms - now_ms),
+            w.quarantine_reason
+        );
+    }
+    out
+}
+
+/// `95s`, `4m 10s`.
+fn fmt_duration_ms(ms: i64) -> String {
+    let s = (ms.max(0) + 999) / 1000;
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m {}s", s / 60, s % 60)
+    }
 }
 
 // ---------------------------------------------------------------- events
@@ -839,12 +861,26 @@ mod tests {
             last_seen_unix_ms: T0 - 3_000,
             running: 1,
             tasks_done: 17,
+            ..Default::default()
         };
-        let t = format_workers(&[w], T0);
+        let t = format_workers(std::slice::from_ref(&w), T0);
         assert_eq!(
             t,
             "ID   NAME  DEVICE  SLOTS  RUNNING  DONE  MEMORY  STATE   LAST SEEN\n\
              w-1  box   cuda:0  2      1        17    8 GiB   active  3s ago\n"
+        );
+        let q = pb::WorkerInfo {
+            state: "quarantined".into(),
+            quarantine_reason: "its last 3 task attempts failed; last: out of memory".into(),
+            quarantined_until_unix_ms: T0 + 125_000,
+            ..w
+        };
+        let t = format_workers(&[q], T0);
+        assert!(
+            t.ends_with(
+                "w-1 quarantined for 2m 5s: its last 3 task attempts failed; last: out of memory\n"
+            ),
+            "{t}"
         );
     }
 

@@ -70,15 +70,20 @@ impl Scheduler {
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         self.write(|tx, published| {
-            let (device, slots): (String, u32) = tx
-                .query_row("SELECT device, slots FROM workers WHERE id = ?1", [&worker], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+            let (device, slots, quarantined_until): (String, u32, i64) = tx
+                .query_row("SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&worker], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?
                 .ok_or_else(|| CoordError::NotFound(format!("worker {worker} is not registered: register again")))?;
-            // Never more than the slots it registered, whatever it asks.
+            // Never more than the slots it registered, whatever it asks; and
+            // nothing new while quarantined (its leases are still renewed).
             let held = req.running.len() as u32;
-            let free = req.free_slots.min(slots.saturating_sub(held)) as usize;
+            let free = if quarantined_until > now {
+                0
+            } else {
+                req.free_slots.min(slots.saturating_sub(held)) as usize
+            };
             tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
             let mut stop = vec![];
             for r in &req.running {
@@ -288,7 +293,10 @@ impl Scheduler {
                 "UPDATE jobs SET epochs_trained = epochs_trained + ?2 WHERE id = ?1",
                 params![t.job_id, req.epochs_trained as i64],
             )?;
-            tx.execute("UPDATE workers SET tasks_done = tasks_done + 1 WHERE id = ?1", [&req.worker_id])?;
+            tx.execute(
+                "UPDATE workers SET tasks_done = tasks_done + 1, failures_in_row = 0 WHERE id = ?1",
+                [&req.worker_id],
+            )?;
             let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "done", ""))?;
             published.push(Published {
                 job_id: t.job_id.clone(),
@@ -355,8 +363,40 @@ impl Scheduler {
             } else {
                 Setback::Fatal
             };
-            requeue_or_fail(tx, &t, &message, kind, now, published)
+            requeue_or_fail(tx, &t, &message, kind, now, published)?;
+            if kind != Setback::HandedBack {
+                self.count_failure(tx, &req.worker_id, &message, now)?;
+            }
+            Ok(())
         })
+    }
+
+    /// One more failed attempt on `worker`; quarantines it when its last
+    /// `quarantine_after` attempts all failed.
+    fn count_failure(&self, tx: &Transaction, worker: &str, message: &str, now: i64) -> Result<()> {
+        let after = self.config.quarantine_after;
+        tx.execute(
+            "UPDATE workers SET failures_in_row = failures_in_row + 1 WHERE id = ?1",
+            [worker],
+        )?;
+        let in_row: u32 = tx.query_row(
+            "SELECT failures_in_row FROM workers WHERE id = ?1",
+            [worker],
+            |r| r.get(0),
+        )?;
+        if after > 0 && in_row >= after {
+            let until = now + self.config.quarantine_for.as_millis() as i64;
+            let reason = format!(
+                "its last {in_row} task attempts failed; last: {}",
+                clip(message, 300)
+            );
+            tx.execute(
+                "UPDATE workers SET quarantined_until = ?2, quarantine_reason = ?3, failures_in_row = 0 WHERE id = ?1",
+                params![worker, until, reason],
+            )?;
+            tracing::warn!(worker_id = %worker, %reason, "worker quarantined");
+        }
+        Ok(())
     }
 
     /// After a restart: gives every lease a full TTL from now, so workers
@@ -410,12 +450,24 @@ impl Scheduler {
                 device: w.device,
                 slots: w.slots,
                 memory_bytes: w.memory,
-                state: if now - w.last_seen_ms > lost_after {
+                state: if w.quarantined_until > now {
+                    "quarantined"
+                } else if now - w.last_seen_ms > lost_after {
                     "lost"
                 } else {
                     "active"
                 }
                 .into(),
+                quarantine_reason: if w.quarantined_until > now {
+                    w.quarantine_reason
+                } else {
+                    String::new()
+                },
+                quarantined_until_unix_ms: if w.quarantined_until > now {
+                    w.quarantined_until
+                } else {
+                    0
+                },
                 last_seen_unix_ms: w.last_seen_ms,
                 running: running as u32,
                 tasks_done: w.tasks_done,

@@ -56,6 +56,12 @@ pub struct SchedulerConfig {
     pub lease_ttl: Duration,
     /// How often workers call Lease (the heartbeat).
     pub heartbeat_interval: Duration,
+    /// A worker whose last this many task attempts all failed (with no
+    /// completed task in between) gets no new tasks for `quarantine_for`:
+    /// a machine with a broken GPU or a missing data mount must not burn
+    /// the queue's attempts.
+    pub quarantine_after: u32,
+    pub quarantine_for: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -63,6 +69,8 @@ impl Default for SchedulerConfig {
         Self {
             lease_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(3),
+            quarantine_after: 3,
+            quarantine_for: Duration::from_secs(600),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct WorkerRow {
     pub memory: u64,
     pub last_seen_ms: i64,
     pub tasks_done: u64,
+    pub quarantined_until: i64,
+    pub quarantine_reason: String,
 }
 
 pub const JOB_COLS: &str =
@@ -131,6 +133,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -172,6 +175,25 @@ impl Store {
     pub fn read(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// Columns added after a database was first created (`CREATE TABLE IF NOT
+/// EXISTS` leaves an existing table as it was).
+fn migrate(conn: &Connection) -> Result<()> {
+    let added = [
+        ("workers", "failures_in_row", "INTEGER NOT NULL DEFAULT 0"),
+        ("workers", "quarantined_until", "INTEGER NOT NULL DEFAULT 0"),
+        ("workers", "quarantine_reason", "TEXT NOT NULL DEFAULT ''"),
+    ];
+    for (table, column, decl) in added {
+        let mut st = conn.prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?;
+        if !st.exists([column])? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn get_job(c: &Connection, id: &str) -> Result<Option<JobRow>> {
@@ -257,7 +279,8 @@ pub fn events_after(c: &Connection, job_id: &str, after: u64) -> Result<Vec<pb::
 
 pub fn all_workers(c: &Connection) -> Result<Vec<WorkerRow>> {
     let mut st = c.prepare_cached(
-        "SELECT id, name, device, slots, memory, last_seen_ms, tasks_done FROM workers ORDER BY registered_ms, id",
+        "SELECT id, name, device, slots, memory, last_seen_ms, tasks_done, quarantined_until, quarantine_reason
+         FROM workers ORDER BY registered_ms, id",
     )?;
     let rows = st
         .query_map([], |r| {
@@ -269,6 +292,8 @@ pub fn all_workers(c: &Connection) -> Result<Vec<WorkerRow>> {
                 memory: r.get::<_, i64>(4)? as u64,
                 last_seen_ms: r.get(5)?,
                 tasks_done: r.get::<_, i64>(6)? as u64,
+                quarantined_until: r.get(7)?,
+                quarantine_reason: r.get(8)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -341,4 +366,37 @@ pub fn insert_decision(
         params![job_id, step, choice, decision.encode_to_vec()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data dir written by an older coordinator (its `workers` table
+    /// without the quarantine columns) opens, gains them, and keeps its rows.
+    #[test]
+    fn an_older_database_gains_new_columns_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("ridgeline.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE workers (
+                    id TEXT PRIMARY KEY, name TEXT NOT NULL, device TEXT NOT NULL,
+                    slots INTEGER NOT NULL, memory INTEGER NOT NULL,
+                    registered_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+                    tasks_done INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO workers VALUES ('w1', 'old', 'cpu', 2, 0, 1, 1, 7);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let workers = all_workers(store.read()).unwrap();
+        assert_eq!(workers.len(), 1);
+        assert_eq!(workers[0].tasks_done, 7);
+        assert_eq!(workers[0].quarantined_until, 0);
+        drop(store);
+        // Opening again changes nothing.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(all_workers(store.read()).unwrap()[0].name, "old");
+    }
 }

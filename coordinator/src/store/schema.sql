@@ -80,7 +80,12 @@ CREATE TABLE IF NOT EXISTS workers (
     memory       INTEGER NOT NULL,
     registered_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
-    tasks_done   INTEGER NOT NULL DEFAULT 0
+    tasks_done   INTEGER NOT NULL DEFAULT 0,
+    -- Failed attempts since its last completed task; at
+    -- SchedulerConfig::quarantine_after the worker is quarantined.
+    failures_in_row   INTEGER NOT NULL DEFAULT 0,
+    quarantined_until INTEGER NOT NULL DEFAULT 0,
+    quarantine_reason TEXT NOT NULL DEFAULT ''
 );
 
 CREATE TABLE IF NOT EXISTS artifacts (
