@@ -487,12 +487,19 @@ impl LineSearchSection {
 
     /// The job's values of a, in order.
     pub fn alphas(&self) -> Vec<f64> {
-        match self.points {
-            1 => vec![self.from],
-            n => (0..n)
-                .map(|i| self.from + (self.to - self.from) * i as f64 / (n - 1) as f64)
-                .collect(),
-        }
+        evenly_spaced(self.points, self.from, self.to)
+    }
+}
+
+/// `n` evenly spaced values from `from` to `to` (both included; `from`
+/// alone when `n` is 1): the a values of a line search.
+pub fn evenly_spaced(n: usize, from: f64, to: f64) -> Vec<f64> {
+    match n {
+        0 => vec![],
+        1 => vec![from],
+        n => (0..n)
+            .map(|i| from + (to - from) * i as f64 / (n - 1) as f64)
+            .collect(),
     }
 }
 

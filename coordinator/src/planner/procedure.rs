@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ridgeline_common::job::{DirectionKind, JobSpec};
+use ridgeline_common::job::{evenly_spaced, DirectionKind, JobSpec};
 use ridgeline_common::procedure::{groups, ProcedureSection, Variant};
 use ridgeline_common::task::DirectionSpec;
 use ridgeline_common::{LrSchedule, OptimizerSpec, ScheduleSpec};
@@ -279,7 +279,7 @@ pub fn ready_stages(
     let p = job.procedure_section();
     let mut out = vec![];
     if p.runs_step(1) && !planned.contains(groups::INITIAL_LINE_SEARCH) {
-        let alphas = alphas(p.points, -1.0, 1.0);
+        let alphas = evenly_spaced(p.points, -1.0, 1.0);
         for seed in job.seeds() {
             let direction = match p.direction {
                 DirectionKind::Random => DirectionSpec::Random {
@@ -330,7 +330,7 @@ pub fn ready_stages(
     if p.runs_step(7) && !planned.contains(groups::FINAL_LINE_SEARCH) {
         if let Some(group) = choices.final_group(&p) {
             if let Some(config) = group_config(job, choices, &group) {
-                let alphas = alphas(p.points, -0.5, 1.5);
+                let alphas = evenly_spaced(p.points, -0.5, 1.5);
                 for seed in job.seeds() {
                     let Some(weights) = choices.final_checkpoints.get(&seed) else {
                         continue;
@@ -352,17 +352,6 @@ pub fn ready_stages(
         }
     }
     out
-}
-
-/// `n` evenly spaced values from `from` to `to`.
-pub fn alphas(n: usize, from: f64, to: f64) -> Vec<f64> {
-    match n {
-        0 => vec![],
-        1 => vec![from],
-        n => (0..n)
-            .map(|i| from + (to - from) * i as f64 / (n - 1) as f64)
-            .collect(),
-    }
 }
 
 #[cfg(test)]
