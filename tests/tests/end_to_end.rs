@@ -643,3 +643,71 @@ async fn a_paused_worker_past_its_lease_is_fenced_off_then_takes_new_work() {
     );
     c.stop().await;
 }
+
+/// A line search slow enough (a CNN, all points in one task) for a kill
+/// to land in the middle of its block.
+const SLOW_CNN_LINE_SEARCH: &str = r#"kind = "line_search"
+replicates = 1
+seed = 4
+[data.source]
+kind = "glyphs"
+n_train = 1000
+n_heldout = 300
+[model]
+kind = "cnn"
+channels = [4, 8]
+dense = []
+[line_search]
+points = 24
+points_per_task = 24
+"#;
+
+/// kill -9 of a worker in the middle of a line search: the block is leased
+/// again, every point ends up measured once, and the curve equals an
+/// undisturbed run of the same job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_line_search_is_redone_with_identical_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(3)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, SLOW_CNN_LINE_SEARCH).await.unwrap();
+    let mut a = spawn_worker(&c.url(), "a", 1, &dir.path().join("a"));
+    wait_for_points(&mut client, &job, "some points", |c| !c.points.is_empty()).await;
+    a.kill();
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state_of(&s, 0), pb::TaskState::Leased, "killed mid-block");
+    let _b = spawn_worker(&c.url(), "b", 1, &dir.path().join("b"));
+    let s = wait_for_end(&mut client, &job, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    assert_eq!(s.tasks[0].attempt, 2, "redone after a's lease expired");
+    // The same job again, undisturbed.
+    let again = submit(&mut client, SLOW_CNN_LINE_SEARCH).await.unwrap();
+    let s = wait_for_end(&mut client, &again, LIMIT).await;
+    assert_eq!(s.state, pb::JobState::Succeeded as i32);
+    let curve = |id: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_results(pb::GetResultsRequest { job_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .curves
+                .remove(0)
+        }
+    };
+    let killed = curve(job).await;
+    let calm = curve(again).await;
+    assert_eq!(killed.points.len(), 24, "every point once");
+    assert_eq!(
+        killed.points, calm.points,
+        "identical to an undisturbed run"
+    );
+    c.stop().await;
+}
