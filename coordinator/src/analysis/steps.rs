@@ -589,7 +589,6 @@ pub fn recommend(
                 });
             r.group = Some(g.clone());
             r.optimizer = Some(config.optimizer);
-            r.lr = Some(config.schedule.lr.at(0.0));
             r.momentum = match &config.schedule.momentum {
                 Some(MomentumSchedule::Constant { value }) => Some(*value),
                 Some(_) => None,
@@ -1070,19 +1069,8 @@ fn shape_summary(s: &decisions::LineSearchShape, metric: MetricKind) -> String {
 }
 
 /// The data summary a worker sent for any curve of the job.
-fn data_summary(results: &pb::JobResults) -> Option<DataSeen> {
-    results.data.as_ref().map(|d| DataSeen {
-        classes: d.classes,
-        heldout_rows: d.heldout_rows,
-        heldout_in_train: d.heldout_in_train,
-    })
-}
-
-#[derive(Debug, Clone, Copy)]
-struct DataSeen {
-    classes: u32,
-    heldout_rows: u64,
-    heldout_in_train: u64,
+fn data_summary(results: &pb::JobResults) -> Option<pb::DataSummary> {
+    results.data
 }
 
 /// Training metric good, heldout at chance: the epoch of `group` where

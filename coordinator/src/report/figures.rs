@@ -327,9 +327,9 @@ fn vline(x: f64, label: String, color: &str, stroke: Stroke) -> VLine {
     }
 }
 
-/// Marks of an LR decision (`LrDecision`): the steady region, the chosen
-/// LR, the cliff, and fastai's suggestions.
-pub fn lr_marks(plot: &mut Plot, d: &Value) {
+/// Marks of a ramp decision: the steady region, the chosen value (JSON
+/// field `value`, shown as `symbol`) and the cliff (field `cliff`).
+fn ramp_marks(plot: &mut Plot, d: &Value, value: &str, cliff: &str, symbol: &str) {
     if let (Some(lo), Some(hi)) = (num(d, "/region/lo"), num(d, "/region/hi")) {
         plot.spans.push(Span {
             lo,
@@ -342,22 +342,28 @@ pub fn lr_marks(plot: &mut Plot, d: &Value) {
             color: svg::STEADY.into(),
         });
     }
-    if let Some(lr) = num(d, "/lr") {
+    if let Some(x) = num(d, &format!("/{value}")) {
         plot.vlines.push(vline(
-            lr,
-            format!("chosen lr = {}", svg::fmt_value(lr)),
+            x,
+            format!("chosen {symbol} = {}", svg::fmt_value(x)),
             svg::CHOSEN,
             Stroke::Solid,
         ));
     }
-    if let Some(c) = num(d, "/cliff_lr") {
+    if let Some(c) = num(d, &format!("/{cliff}")) {
         plot.vlines.push(vline(
             c,
-            format!("cliff at lr = {}", svg::fmt_value(c)),
+            format!("cliff at {symbol} = {}", svg::fmt_value(c)),
             svg::DANGER,
             Stroke::Dashed,
         ));
     }
+}
+
+/// Marks of an LR decision (`LrDecision`): the steady region, the chosen
+/// LR, the cliff, and fastai's suggestions.
+pub fn lr_marks(plot: &mut Plot, d: &Value) {
+    ramp_marks(plot, d, "lr", "cliff_lr", "lr");
     for (field, name, color) in [
         ("steep", "fastai steep", "#9467bd"),
         ("valley", "fastai valley", "#8c564b"),
@@ -376,34 +382,7 @@ pub fn lr_marks(plot: &mut Plot, d: &Value) {
 
 /// Marks of a momentum decision (`MomentumDecision`).
 pub fn momentum_marks(plot: &mut Plot, d: &Value) {
-    if let (Some(lo), Some(hi)) = (num(d, "/region/lo"), num(d, "/region/hi")) {
-        plot.spans.push(Span {
-            lo,
-            hi,
-            label: format!(
-                "steady region {}–{}",
-                svg::fmt_value(lo),
-                svg::fmt_value(hi)
-            ),
-            color: svg::STEADY.into(),
-        });
-    }
-    if let Some(m) = num(d, "/momentum") {
-        plot.vlines.push(vline(
-            m,
-            format!("chosen μ = {}", svg::fmt_value(m)),
-            svg::CHOSEN,
-            Stroke::Solid,
-        ));
-    }
-    if let Some(c) = num(d, "/cliff_momentum") {
-        plot.vlines.push(vline(
-            c,
-            format!("cliff at μ = {}", svg::fmt_value(c)),
-            svg::DANGER,
-            Stroke::Dashed,
-        ));
-    }
+    ramp_marks(plot, d, "momentum", "cliff_momentum", "μ");
 }
 
 /// The mark of a plateau decision (`PlateauDecision`): M.
