@@ -93,6 +93,33 @@ impl Bearer {
     }
 }
 
+/// What a client or worker presents to the coordinator: its bearer token
+/// and the TLS settings of the connection.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub bearer: Bearer,
+    pub tls: crate::tls::ClientTls,
+}
+
+impl Credentials {
+    /// No token, no TLS settings.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn with_bearer(bearer: Bearer) -> Self {
+        Self {
+            bearer,
+            ..Self::default()
+        }
+    }
+
+    /// The endpoint of the coordinator at `address` (TLS for `https://`).
+    pub fn endpoint(&self, address: &str) -> Result<tonic::transport::Endpoint, String> {
+        self.tls.endpoint(address)
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(v) = &self.0 {

@@ -5,7 +5,8 @@
 //!   validating `validate()` that names the offending field.
 //! * [`proto`]: the generated gRPC code (`proto/ridgeline/v1`), and
 //!   [`wire`]: conversions between wire messages and these types.
-//! * [`auth`]: bearer tokens on the client side (clients and workers).
+//! * [`auth`]: bearer tokens on the client side (clients and workers), and
+//!   [`tls`]: TLS settings of a connection to the coordinator.
 //! * [`ids`]: `JobId`, `TaskId`, `WorkerId`.
 //! * [`job`]: a job file (`kind` + shared run settings + its section), and
 //!   [`task`]: what one worker task is asked to do.
@@ -23,6 +24,7 @@ pub mod report;
 pub mod schedule;
 pub mod spec;
 pub mod task;
+pub mod tls;
 pub mod wire;
 
 pub use ids::{JobId, TaskId, WorkerId};

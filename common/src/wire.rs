@@ -177,6 +177,22 @@ impl TryFrom<pb::RunEnd> for RunOutcome {
     }
 }
 
+/// Checks one measurement a worker reports: its kind is set and every
+/// message that kind needs is there; the error names the missing field
+/// (`kind`, `epoch.heldout`, `end.kind`…). Non-finite numbers are not
+/// refused: a NaN or infinite metric is how a diverged run or a line-search
+/// point past the cliff reads, and the analysis treats it as divergence.
+pub fn check_progress(p: &pb::Progress) -> Result<(), WireError> {
+    use pb::progress::Kind;
+    match &p.kind {
+        Some(Kind::Epoch(e)) => EpochReport::try_from(*e).map(drop),
+        Some(Kind::Point(pt)) => line_point_from_wire(*pt).map(drop),
+        Some(Kind::End(e)) => RunOutcome::try_from(e.clone()).map(drop),
+        Some(Kind::Data(_)) => Ok(()),
+        None => Err(WireError::missing("kind")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +231,29 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field, "end.kind");
+        let item = |kind| pb::Progress {
+            kind,
+            ..Default::default()
+        };
+        assert_eq!(check_progress(&item(None)).unwrap_err().field, "kind");
+        assert_eq!(
+            check_progress(&item(Some(pb::progress::Kind::Point(
+                pb::LinePoint::default()
+            ))))
+            .unwrap_err()
+            .field,
+            "point.train"
+        );
+        let nan = pb::Metrics {
+            loss: f64::NAN,
+            metric: f64::INFINITY,
+            ..Default::default()
+        };
+        let diverged = pb::EpochReport {
+            train: Some(nan),
+            heldout: Some(nan),
+            ..w
+        };
+        assert!(check_progress(&item(Some(pb::progress::Kind::Epoch(diverged)))).is_ok());
     }
 }

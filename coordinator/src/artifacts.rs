@@ -75,7 +75,7 @@ impl Upload {
         self.written += data.len() as u64;
         if self.written > self.size {
             return Err(CoordError::InvalidArgument(format!(
-                "upload of {} is larger than its announced {} bytes",
+                "`size`: the upload of {} sent more than the {} bytes it announced",
                 self.hash, self.size
             )));
         }
@@ -93,10 +93,16 @@ impl Upload {
             .await
             .map_err(|e| CoordError::Storage(format!("{}: {e}", self.tmp.display())))?;
         let got = hex::encode(self.hasher.finalize_reset());
-        if self.written != self.size || got != self.hash {
+        if self.written != self.size {
             return Err(CoordError::InvalidArgument(format!(
-                "upload announced as {} ({} bytes) arrived as {got} ({} bytes)",
+                "`size`: the upload of {} announced {} bytes and sent {}",
                 self.hash, self.size, self.written
+            )));
+        }
+        if got != self.hash {
+            return Err(CoordError::InvalidArgument(format!(
+                "`hash`: the upload announced {} but its content hashes to {got}",
+                self.hash
             )));
         }
         let dest = self.dest.join(format!("{}.safetensors", self.hash));

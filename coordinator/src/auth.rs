@@ -18,6 +18,11 @@
 //! ```
 //!
 //! Tokens are kept only as SHA-256 digests in memory.
+//!
+//! With mutual TLS (`serve --tls-client-ca`), the worker-only methods
+//! (`Register`, `Lease`, `Report`, `Complete`, `Fail`) also need a client
+//! certificate signed by that CA; a certificate, once presented, has been
+//! verified by the TLS handshake. Clients need none.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,6 +56,8 @@ pub const ANY: &[Role] = &[Role::Client, Role::Worker];
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_digest: HashMap<[u8; 32], Role>,
+    /// Worker-only methods need a verified TLS client certificate.
+    worker_certs: bool,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +84,12 @@ impl Tokens {
 
     pub fn is_open(&self) -> bool {
         self.by_digest.is_empty()
+    }
+
+    /// From now on the worker-only methods also need a TLS client
+    /// certificate (the server verifies it against its client CA).
+    pub fn require_worker_certs(&mut self) {
+        self.worker_certs = true;
     }
 
     /// Reads a tokens file (see the module docs).
@@ -114,6 +127,12 @@ impl Tokens {
     /// Accepts the call if it carries a token of one of the `allowed`
     /// roles (or if no tokens are configured).
     pub fn check<T>(&self, req: &Request<T>, allowed: &[Role], method: &str) -> Result<(), Status> {
+        if self.worker_certs && allowed == WORKER && !has_client_cert(req) {
+            return Err(Status::unauthenticated(format!(
+                "{method}: this coordinator requires workers to present a TLS client certificate \
+                 signed by its client CA (worker --tls-cert/--tls-key)"
+            )));
+        }
         if self.is_open() {
             return Ok(());
         }
@@ -143,6 +162,12 @@ impl Tokens {
             ))),
         }
     }
+}
+
+/// Whether the call came over TLS with a client certificate (which the
+/// handshake has already verified against the client CA).
+fn has_client_cert<T>(req: &Request<T>) -> bool {
+    req.peer_certs().is_some_and(|c| !c.is_empty())
 }
 
 #[cfg(test)]
@@ -192,6 +217,19 @@ mod tests {
             assert!(e.message().starts_with("GetJob: "));
         }
         assert!(Tokens::open().check(&with(None), CLIENT, "GetJob").is_ok());
+    }
+
+    #[test]
+    fn with_mutual_tls_worker_methods_need_a_certificate() {
+        let mut t = Tokens::open();
+        t.require_worker_certs();
+        // No TLS at all here, so no certificate: workers are refused,
+        // clients and shared methods are not.
+        let e = t.check(&with(None), WORKER, "Lease").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("--tls-cert"), "{}", e.message());
+        assert!(t.check(&with(None), CLIENT, "SubmitJob").is_ok());
+        assert!(t.check(&with(None), ANY, "DownloadArtifact").is_ok());
     }
 
     #[test]

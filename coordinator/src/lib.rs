@@ -14,6 +14,7 @@
 //! * [`service`]: the gRPC services; [`server`]: serving them.
 //! * [`artifacts`]: checkpoints and weights by content hash.
 //! * [`client`]: the CLI's client commands.
+//! * [`auth`]: bearer tokens and roles; [`tls`]: TLS and mutual TLS.
 
 pub mod analysis;
 pub mod artifacts;
@@ -21,12 +22,14 @@ pub mod auth;
 pub mod client;
 pub mod decisions;
 pub mod error;
+pub mod interop;
 pub mod planner;
 pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub use error::{CoordError, Result};
 pub use server::{serve, ServerConfig};

@@ -18,6 +18,8 @@ use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::jobs::JobApi;
 use crate::service::workers::WorkerApi;
 use crate::store::Store;
+use crate::tls::ServerTls;
+use ridgeline_common::spec::DataRoots;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -27,8 +29,17 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Largest artifact accepted by UploadArtifact.
     pub max_artifact_bytes: u64,
+    /// HTTP/2 streams (calls in flight, open watches) one connection may
+    /// hold at once.
+    pub max_streams_per_connection: u32,
     /// Bearer tokens accepted (none: no authentication).
     pub tokens: Arc<Tokens>,
+    /// Serve TLS (`https://`) instead of plain HTTP/2; with a client CA,
+    /// workers must present a certificate it signed.
+    pub tls: Option<ServerTls>,
+    /// The only directories job files may name data files in (empty: any
+    /// path; uploaded `artifact:` files are always allowed).
+    pub data_roots: DataRoots,
 }
 
 impl ServerConfig {
@@ -38,7 +49,10 @@ impl ServerConfig {
             scheduler: SchedulerConfig::default(),
             max_message_bytes: 8 << 20,
             max_artifact_bytes: 4 << 30,
+            max_streams_per_connection: 256,
             tokens: Arc::new(Tokens::open()),
+            tls: None,
+            data_roots: DataRoots::any(),
         }
     }
 }
@@ -51,11 +65,36 @@ pub async fn serve(
 ) -> Result<()> {
     let store = Store::open(&config.data_dir)?;
     let artifacts = Arc::new(ArtifactStore::open(&config.data_dir)?);
-    let scheduler = Arc::new(Scheduler::new(store, config.scheduler));
+    let scheduler = Arc::new(
+        Scheduler::new(store, config.scheduler).with_data_roots(config.data_roots.clone()),
+    );
     scheduler.recover()?;
+    // Everything that can refuse to start is checked before anything is
+    // spawned.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        // One connection cannot open streams without bound (each watch
+        // holds a subscription).
+        .max_concurrent_streams(Some(config.max_streams_per_connection));
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.config())
+            .map_err(|e| CoordError::InvalidArgument(format!("TLS: {e}")))?;
+    }
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, data_dir = %config.data_dir.display(), "coordinator serving");
-    if config.tokens.is_open() {
+    let mut tokens = config.tokens.clone();
+    if let Some(tls) = &config.tls {
+        if tls.mutual() {
+            Arc::make_mut(&mut tokens).require_worker_certs();
+        }
+    }
+    tracing::info!(
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(ServerTls::mutual),
+        "transport"
+    );
+    if tokens.is_open() {
         tracing::warn!("no tokens configured (serve --tokens FILE): anyone who can reach this port may submit jobs and lease tasks");
     }
 
@@ -101,7 +140,7 @@ pub async fn serve(
     let jobs = JobServiceServer::new(JobApi {
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
-        tokens: config.tokens.clone(),
+        tokens: tokens.clone(),
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(64 << 20);
@@ -109,14 +148,18 @@ pub async fn serve(
         scheduler,
         artifacts,
         max_artifact_bytes: config.max_artifact_bytes,
-        tokens: config.tokens.clone(),
+        tokens,
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+    // Health checking and reflection: no token needed (see `interop`).
+    let (_health_reporter, health) = crate::interop::health(shutdown.clone()).await;
+    let result = builder
         .add_service(jobs)
         .add_service(workers)
+        .add_service(health)
+        .add_service(crate::interop::reflection_v1())
+        .add_service(crate::interop::reflection_v1alpha())
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),

@@ -58,6 +58,7 @@ fn client_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, 
         .env_remove("RUST_LOG")
         .env_remove("RIDGELINE_TOKEN")
         .env_remove("RIDGELINE_TOKEN_FILE")
+        .env_remove("RIDGELINE_TLS_CA")
         .envs(env.iter().copied())
         .output()
         .expect("run client");
@@ -144,4 +145,68 @@ fn tokens_come_from_a_file_or_the_environment() {
     );
     assert!(!ok);
     assert!(err.contains("token is not valid"), "{err}");
+}
+
+#[test]
+fn tls_init_then_serve_and_call_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let out = Command::new(BIN)
+        .args(["tls-init", "--host", "127.0.0.1", "--out"])
+        .arg(&tls)
+        .output()
+        .expect("tls-init");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("--tls-ca"), "{said}");
+    // A second run never overwrites the CA.
+    let again = Command::new(BIN)
+        .args(["tls-init", "--host", "127.0.0.1", "--out"])
+        .arg(&tls)
+        .output()
+        .expect("tls-init");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let path = |f: &str| tls.join(f).display().to_string();
+    let server = serve_with(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+        ],
+    );
+    let https = server.url.replace("http://", "https://");
+    let (ok, stdout, stderr) = client(&https, &["--tls-ca", &path("ca.pem"), "list"]);
+    assert!(ok, "{stdout}{stderr}");
+    // The CA from the environment works too, and a bare host:port then
+    // means https.
+    let bare = server.url.trim_start_matches("http://").to_string();
+    let (ok, _, stderr) = client_env(&bare, &["list"], &[("RIDGELINE_TLS_CA", &path("ca.pem"))]);
+    assert!(ok, "{stderr}");
+    // Without the CA the certificate is not trusted, and plain http with a
+    // CA given is refused before dialling.
+    let (ok, _, stderr) = client(&https, &["list"]);
+    assert!(!ok);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    let (ok, _, stderr) = client(&server.url, &["--tls-ca", &path("ca.pem"), "list"]);
+    assert!(!ok);
+    assert!(stderr.contains("use https://"), "{stderr}");
+    // A key passed as the certificate is named at start.
+    let bad = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .args([
+            "--tls-cert",
+            &path("server.key"),
+            "--tls-key",
+            &path("server.key"),
+        ])
+        .output()
+        .expect("serve");
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("--tls-cert") && e.contains("CERTIFICATE"), "{e}");
 }

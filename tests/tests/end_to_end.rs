@@ -525,14 +525,14 @@ async fn uploaded_data_files_are_fetched_by_hash_and_give_the_same_numbers() {
     let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
     let hx = ridgeline_coordinator::client::upload(
         &c.url(),
-        &ridgeline_coordinator::client::Bearer::none(),
+        &ridgeline_coordinator::client::Credentials::none(),
         xb,
     )
     .await
     .unwrap();
     let hy = ridgeline_coordinator::client::upload(
         &c.url(),
-        &ridgeline_coordinator::client::Bearer::none(),
+        &ridgeline_coordinator::client::Credentials::none(),
         yb,
     )
     .await

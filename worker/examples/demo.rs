@@ -57,7 +57,7 @@ async fn demo() -> anyhow::Result<()> {
     }
     println!("{WORKERS} workers started\n");
 
-    let mut jobs = client::connect(&url, &client::Bearer::none()).await?;
+    let mut jobs = client::connect(&url, &client::Credentials::none()).await?;
     let path = examples.join("procedure.toml");
     let text = std::fs::read_to_string(&path)?;
     let id = jobs
@@ -74,7 +74,7 @@ async fn demo() -> anyhow::Result<()> {
     if let Err(e) = client::run(
         ClientCommand::Watch { job: id.clone() },
         &url,
-        &client::Bearer::none(),
+        &client::Credentials::none(),
     )
     .await
     {

@@ -17,6 +17,105 @@ pub fn artifact_hash(path: &std::path::Path) -> Option<&str> {
     path.to_str()?.strip_prefix(ARTIFACT_PREFIX)
 }
 
+/// The directories whose files a job may name (`--data-root`, on the
+/// coordinator and on workers). Empty: any path the process can read.
+///
+/// A path is inside when it is absolute, lies under a root once `.` and
+/// `..` are resolved, and still does once symlinks are resolved. Paths
+/// outside are refused before the filesystem is asked anything about them,
+/// so a job file cannot probe which files exist elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataRoots(Vec<Root>);
+
+/// A root as given (made absolute) and with its symlinks resolved: a path
+/// may name it either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Root {
+    given: PathBuf,
+    real: PathBuf,
+}
+
+impl Root {
+    fn holds(&self, p: &std::path::Path) -> bool {
+        p.starts_with(&self.given) || p.starts_with(&self.real)
+    }
+}
+
+impl DataRoots {
+    /// Any path.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// The given directories, which must exist.
+    pub fn new(dirs: &[PathBuf]) -> Result<Self, String> {
+        dirs.iter()
+            .map(|d| {
+                let real = d
+                    .canonicalize()
+                    .map_err(|e| format!("--data-root {}: {e}", d.display()))?;
+                let given = std::path::absolute(d)
+                    .map_err(|e| format!("--data-root {}: {e}", d.display()))?;
+                Ok(Root { given, real })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Self)
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Accepts `path` if it is inside a root (see the type's docs).
+    pub fn check(&self, path: &std::path::Path) -> Result<(), String> {
+        if self.is_any() {
+            return Ok(());
+        }
+        let roots = || {
+            self.0
+                .iter()
+                .map(|r| r.given.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let outside = || {
+            format!(
+                "{} is outside the data roots ({}): name a file under one of them, or upload it \
+                 with `coordinator upload`",
+                path.display(),
+                roots()
+            )
+        };
+        if !path.is_absolute() {
+            return Err(format!(
+                "{} is a relative path: with data roots ({}) give the absolute path",
+                path.display(),
+                roots()
+            ));
+        }
+        let mut lexical = PathBuf::new();
+        for part in path.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    lexical.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => lexical.push(other),
+            }
+        }
+        if !self.0.iter().any(|r| r.holds(&lexical)) {
+            return Err(outside());
+        }
+        // Inside by name; inside once symlinks are followed too? (A file
+        // that cannot be resolved, e.g. a missing one, is left to whoever
+        // reads it to report.)
+        match lexical.canonicalize() {
+            Ok(real) if !self.0.iter().any(|r| real.starts_with(&r.real)) => Err(outside()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How inputs are rescaled. Statistics always come from the training split
 /// only, so no heldout information leaks into training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -471,6 +570,67 @@ pub struct CsvSpec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn data_roots_confine_paths_and_do_not_probe_outside() {
+        use super::DataRoots;
+        let dir = tempfile_dir();
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/train.idx"), b"x").unwrap();
+        std::fs::write(dir.join("secret"), b"x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.join("secret"), root.join("link")).unwrap();
+        let roots = DataRoots::new(std::slice::from_ref(&root)).unwrap();
+        assert!(roots.check(&root.join("sub/train.idx")).is_ok());
+        assert!(roots.check(&root.join("sub/../sub/./train.idx")).is_ok());
+        for bad in [
+            dir.join("secret"),
+            root.join("../secret"),
+            root.join("sub/../../secret"),
+            "/etc/passwd".into(),
+        ] {
+            let e = roots.check(&bad).unwrap_err();
+            assert!(
+                e.contains("outside the data roots"),
+                "{}: {e}",
+                bad.display()
+            );
+        }
+        // A file outside that does not exist reads the same as one that
+        // does: nothing is learnt about the filesystem outside.
+        let e = roots.check(&dir.join("no-such-file")).unwrap_err();
+        assert!(e.contains("outside the data roots"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = roots.check(&root.join("link")).unwrap_err();
+            assert!(e.contains("outside the data roots"), "symlink out: {e}");
+        }
+        let e = roots
+            .check(std::path::Path::new("rel/train.idx"))
+            .unwrap_err();
+        assert!(e.contains("relative path"), "{e}");
+        // A missing file inside is for the reader to report.
+        assert!(roots.check(&root.join("missing.idx")).is_ok());
+        assert!(DataRoots::any()
+            .check(std::path::Path::new("/anything"))
+            .is_ok());
+        assert!(DataRoots::new(&[dir.join("nope")])
+            .unwrap_err()
+            .contains("--data-root"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "ridgeline-roots-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
     use super::*;
 
     #[test]

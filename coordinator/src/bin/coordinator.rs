@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ridgeline_coordinator::client::{ClientTls, Credentials};
 use ridgeline_coordinator::scheduler::SchedulerConfig;
+use ridgeline_coordinator::tls::ServerTls;
 use ridgeline_coordinator::{serve, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,10 @@ struct Cli {
     /// File holding this client's bearer token (or set RIDGELINE_TOKEN).
     #[arg(long, global = true, env = "RIDGELINE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed an `https://` coordinator's
+    /// certificate [default: the system's trust store] (client commands).
+    #[arg(long, global = true, env = "RIDGELINE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -66,6 +72,41 @@ enum Command {
         quarantine_after: u32,
         #[arg(long, default_value_t = 600.0)]
         quarantine: f64,
+        /// Serve TLS with this certificate (PEM; `tls-init` makes a lab's
+        /// set). Clients and workers then use https://.
+        #[arg(long, env = "RIDGELINE_SERVER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, env = "RIDGELINE_SERVER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Accept job data files only from under this directory (repeat for
+        /// several; `artifact:` uploads are always allowed) [default: any
+        /// path].
+        #[arg(
+            long = "data-root",
+            value_name = "DIR",
+            env = "RIDGELINE_DATA_ROOTS",
+            value_delimiter = ':'
+        )]
+        data_roots: Vec<PathBuf>,
+        /// Mutual TLS: workers must present a client certificate signed by
+        /// this CA (PEM). Clients need none.
+        #[arg(long, env = "RIDGELINE_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+    },
+    /// Make a self-signed TLS set for a lab: a CA, a server certificate for
+    /// the head node and a worker client certificate.
+    TlsInit {
+        /// Directory to write ca.pem/.key, server.pem/.key, worker.pem/.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// A name or IP address workers and clients use for the head node
+        /// (repeat for each; the first is the certificate's common name).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Years the certificates stay valid.
+        #[arg(long, default_value_t = 5)]
+        years: u32,
     },
     #[command(flatten)]
     Client(ridgeline_coordinator::client::ClientCommand),
@@ -120,9 +161,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokens,
             quarantine_after,
             quarantine,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            data_roots,
         } => {
             init_logs(&cli.log_format);
             let mut config = ServerConfig::new(data_dir);
+            config.data_roots = ridgeline_common::spec::DataRoots::new(&data_roots)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                config.tls = Some(ServerTls::load(cert, key, tls_client_ca.as_deref())?);
+            }
             if let Some(path) = tokens {
                 config.tokens =
                     std::sync::Arc::new(ridgeline_coordinator::auth::Tokens::load(&path)?);
@@ -147,13 +197,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(listener, config, shutdown).await?;
             Ok(())
         }
+        Command::TlsInit { out, hosts, years } => {
+            let f = ridgeline_coordinator::tls::generate(&out, &hosts, years)?;
+            println!(
+                "wrote {}\n\
+                 head node: coordinator serve --tls-cert {} --tls-key {} [--tls-client-ca {}]\n\
+                 workers:   worker --coordinator https://{}:50051 --tls-ca {} [--tls-cert {} --tls-key {}]\n\
+                 clients:   coordinator --coordinator https://{}:50051 --tls-ca {} list\n\
+                 keep ca.key offline; copy ca.pem to every machine, worker.pem/.key to the workers",
+                out.display(),
+                f.server_cert.display(),
+                f.server_key.display(),
+                f.ca_cert.display(),
+                hosts[0],
+                f.ca_cert.display(),
+                f.worker_cert.display(),
+                f.worker_key.display(),
+                hosts[0],
+                f.ca_cert.display(),
+            );
+            Ok(())
+        }
         Command::Client(cmd) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logs(&cli.log_format);
             }
             let bearer = ridgeline_coordinator::client::Bearer::from_env(cli.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            ridgeline_coordinator::client::run(cmd, &cli.coordinator, &bearer).await
+            let tls = ClientTls::load(cli.tls_ca.as_deref(), None, None)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let creds = Credentials { bearer, tls };
+            ridgeline_coordinator::client::run(cmd, &cli.coordinator, &creds).await
         }
     }
 }

@@ -30,12 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
 use clap::{Subcommand, ValueEnum};
-pub use ridgeline_common::auth::Bearer;
 use ridgeline_common::auth::JobClient;
+pub use ridgeline_common::auth::{Bearer, Credentials};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::job_service_client::JobServiceClient;
 use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
-use tonic::transport::Endpoint;
+pub use ridgeline_common::tls::ClientTls;
 use tonic::{Code, Status};
 
 /// The hint shown whenever the coordinator cannot be reached.
@@ -153,22 +153,23 @@ pub enum ClientCommand {
 }
 
 /// Runs one client command against the coordinator at `endpoint`
-/// (`http://host:port`; a bare `host:port` means plain HTTP).
+/// (`http://host:port` or `https://host:port`; a bare `host:port` means
+/// https when TLS settings are given, plain HTTP otherwise).
 ///
 /// Errors are one readable message each: the coordinator being unreachable
 /// (naming the URL and how to set it), a refused job (the coordinator's
 /// message names the offending field), an unknown job (`no job <id>`), a
 /// job that failed or was cancelled while being watched. Every call
-/// carries `bearer` (see [`ridgeline_common::auth`]).
-pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow::Result<()> {
-    let url = normalize_endpoint(endpoint);
+/// carries the bearer token of `creds` (see [`ridgeline_common::auth`]).
+pub async fn run(cmd: ClientCommand, endpoint: &str, creds: &Credentials) -> anyhow::Result<()> {
+    let url = creds.tls.url(endpoint);
     match cmd {
         ClientCommand::Submit { file, format } => {
             // Read before connecting: a wrong path should not wait on the network.
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let format = format.unwrap_or_else(|| JobFileFormat::from_path(&file));
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let resp = client
                 .submit_job(pb::SubmitJobRequest {
                     text,
@@ -184,7 +185,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             emit(&format!("{}\n", resp.into_inner().job_id))
         }
         ClientCommand::Status { job: Some(job) } => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let s = client
                 .get_job(pb::GetJobRequest {
                     job_id: job.clone(),
@@ -194,7 +195,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             emit(&render::format_status(s.get_ref()))
         }
         ClientCommand::Status { job: None } | ClientCommand::List => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let r = client
                 .list_jobs(pb::ListJobsRequest {})
                 .await
@@ -202,11 +203,11 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             emit(&render::format_jobs(&r.get_ref().jobs))
         }
         ClientCommand::Watch { job } => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             watch::watch(&mut client, &url, &job).await
         }
         ClientCommand::Cancel { job } => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let r = client
                 .cancel_job(pb::CancelJobRequest {
                     job_id: job.clone(),
@@ -219,7 +220,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             ))
         }
         ClientCommand::Workers => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let r = client
                 .list_workers(pb::ListWorkersRequest {})
                 .await
@@ -227,7 +228,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             emit(&render::format_workers(&r.get_ref().workers, now_ms()))
         }
         ClientCommand::Export { job, format, out } => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let r = client
                 .get_results(pb::GetResultsRequest {
                     job_id: job.clone(),
@@ -258,7 +259,7 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
         }
         ClientCommand::Report { job, out } => {
             let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{job}")));
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let (status, results) = fetch_job(&mut client, &url, &job).await?;
             let paths = crate::report::write_report(&dir, &status, &results)
                 .with_context(|| format!("cannot write the report into {}", dir.display()))?;
@@ -269,14 +270,14 @@ pub async fn run(cmd: ClientCommand, endpoint: &str, bearer: &Bearer) -> anyhow:
             emit(&text)
         }
         ClientCommand::Gallery { out } => {
-            let mut client = connect(&url, bearer).await?;
+            let mut client = connect(&url, creds).await?;
             let path = gallery(&mut client, &url, &out).await?;
             emit(&format!("{}\n", path.display()))
         }
         ClientCommand::Upload { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let hash = upload(&url, bearer, bytes).await?;
+            let hash = upload(&url, creds, bytes).await?;
             emit(&format!(
                 "{}{hash}\n",
                 ridgeline_common::spec::ARTIFACT_PREFIX
@@ -366,7 +367,7 @@ async fn gallery(client: &mut JobClient, url: &str, out: &Path) -> anyhow::Resul
 }
 
 /// Uploads `bytes` as an artifact in 1 MiB chunks; returns its hash.
-pub async fn upload(url: &str, bearer: &Bearer, bytes: Vec<u8>) -> anyhow::Result<String> {
+pub async fn upload(url: &str, creds: &Credentials, bytes: Vec<u8>) -> anyhow::Result<String> {
     use sha2::Digest;
     const CHUNK: usize = 1 << 20;
     let hash = hex::encode(sha2::Sha256::digest(&bytes));
@@ -388,13 +389,14 @@ pub async fn upload(url: &str, bearer: &Bearer, bytes: Vec<u8>) -> anyhow::Resul
             })
             .collect()
     };
-    let channel = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("`{url}` is not a valid coordinator address"))?
+    let channel = creds
+        .endpoint(url)
+        .map_err(|e| anyhow!("{e}; {ADDRESS_HINT}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    let mut client = WorkerServiceClient::with_interceptor(channel, bearer.clone());
+    let mut client = WorkerServiceClient::with_interceptor(channel, creds.bearer.clone());
     client
         .upload_artifact(tokio_stream::iter(chunks))
         .await
@@ -402,26 +404,12 @@ pub async fn upload(url: &str, bearer: &Bearer, bytes: Vec<u8>) -> anyhow::Resul
     Ok(hash)
 }
 
-/// `host:port` → `http://host:port`; a URL with a scheme is kept as is.
-pub fn normalize_endpoint(endpoint: &str) -> String {
-    let e = endpoint.trim();
-    if e.contains("://") {
-        e.to_string()
-    } else {
-        format!("http://{e}")
-    }
-}
-
 /// Connects to the coordinator's `JobService` at `url`, failing within a few
 /// seconds with a message naming the URL when it cannot be reached.
-pub async fn connect(url: &str, bearer: &Bearer) -> anyhow::Result<JobClient> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| {
-            anyhow!(
-                "`{url}` is not a valid coordinator address ({}); {ADDRESS_HINT}",
-                error_chain(&e)
-            )
-        })?
+pub async fn connect(url: &str, creds: &Credentials) -> anyhow::Result<JobClient> {
+    let endpoint = creds
+        .endpoint(url)
+        .map_err(|e| anyhow!("{e}; {ADDRESS_HINT}"))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
         anyhow!(
@@ -429,7 +417,7 @@ pub async fn connect(url: &str, bearer: &Bearer) -> anyhow::Result<JobClient> {
             error_chain(&e)
         )
     })?;
-    let client = JobServiceClient::with_interceptor(channel, bearer.clone());
+    let client = JobServiceClient::with_interceptor(channel, creds.bearer.clone());
     Ok(client.max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
@@ -626,12 +614,10 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(
-            normalize_endpoint("127.0.0.1:7070"),
-            "http://127.0.0.1:7070"
-        );
-        assert_eq!(normalize_endpoint(" http://h:1 "), "http://h:1");
-        assert_eq!(normalize_endpoint("https://h:1"), "https://h:1");
+        let none = Credentials::none();
+        assert_eq!(none.tls.url("127.0.0.1:7070"), "http://127.0.0.1:7070");
+        assert_eq!(none.tls.url(" http://h:1 "), "http://h:1");
+        assert_eq!(none.tls.url("https://h:1"), "https://h:1");
     }
 
     #[test]
@@ -670,7 +656,7 @@ mod tests {
         let e = run(
             ClientCommand::List,
             &format!("127.0.0.1:{port}"),
-            &Bearer::none(),
+            &Credentials::none(),
         )
         .await
         .unwrap_err()
@@ -683,10 +669,14 @@ mod tests {
             e.contains("--coordinator") && e.contains("RIDGELINE_COORDINATOR"),
             "{e}"
         );
-        let e = run(ClientCommand::List, "http://exa mple:1", &Bearer::none())
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            ClientCommand::List,
+            "http://exa mple:1",
+            &Credentials::none(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a valid coordinator address"), "{e}");
         // A missing job file is reported before connecting.
         let e = run(
@@ -695,7 +685,7 @@ mod tests {
                 format: None,
             },
             &url,
-            &Bearer::none(),
+            &Credentials::none(),
         )
         .await
         .unwrap_err()

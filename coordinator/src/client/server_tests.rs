@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::render::{format_jobs, format_status, CSV_HEADER};
-use super::{run, Bearer, ClientCommand, ExportFormat, JobFileFormat};
+use super::{run, ClientCommand, Credentials, ExportFormat, JobFileFormat};
 
 /// A coordinator served in this process on a free local port.
 struct Coordinator {
@@ -73,7 +73,7 @@ impl Coordinator {
 
     /// Runs a client command, as `coordinator <cmd> --coordinator <addr>`.
     async fn run(&self, cmd: ClientCommand) -> anyhow::Result<()> {
-        run(cmd, &self.addr, &Bearer::none()).await
+        run(cmd, &self.addr, &Credentials::none()).await
     }
 
     /// Submits a TOML job over gRPC (the tests that need its id).
@@ -296,10 +296,9 @@ fn completed(epoch: u32) -> pb::RunEnd {
 /// following the job (which has not ended) a moment later.
 async fn watch_in_background(c: &Coordinator, job: &str) -> JoinHandle<anyhow::Result<()>> {
     let (addr, job) = (c.addr.clone(), job.to_string());
-    let watching =
-        tokio::spawn(
-            async move { run(ClientCommand::Watch { job }, &addr, &Bearer::none()).await },
-        );
+    let watching = tokio::spawn(async move {
+        run(ClientCommand::Watch { job }, &addr, &Credentials::none()).await
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
         !watching.is_finished(),

@@ -5,6 +5,7 @@ use prost::Message;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
 use ridgeline_common::task::TaskSpec;
+use ridgeline_common::wire;
 use ridgeline_common::{TaskId, WorkerId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -12,6 +13,9 @@ use super::transitions::{clip, finish_job, later_chunks, requeue_or_fail, Setbac
 use super::{job_change, now_ms, task_event, Published, Scheduler};
 use crate::error::{CoordError, Result};
 use crate::store::{self, TaskRow, TASK_COLS};
+
+/// The most task slots a worker may register (and so hold at once).
+const MAX_SLOTS: u32 = 1024;
 
 impl Scheduler {
     pub fn register(&self, req: &pb::RegisterRequest) -> Result<pb::RegisterResponse> {
@@ -22,15 +26,19 @@ impl Scheduler {
                 req.protocol_version
             )));
         }
-        if req.slots == 0 || req.slots > 1024 {
-            return Err(CoordError::InvalidArgument(
-                "`slots`: must be between 1 and 1024".into(),
-            ));
+        if req.slots == 0 || req.slots > MAX_SLOTS {
+            return Err(CoordError::InvalidArgument(format!(
+                "`slots`: must be between 1 and {MAX_SLOTS}"
+            )));
         }
-        if !(req.device == "cpu" || req.device.starts_with("cuda:")) {
+        let cuda = req
+            .device
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !(req.device == "cpu" || cuda) {
             return Err(CoordError::InvalidArgument(format!(
                 "`device`: `{}` is not cpu or cuda:N",
-                req.device
+                clip(&req.device, 80)
             )));
         }
         let now = now_ms();
@@ -67,6 +75,12 @@ impl Scheduler {
         let worker = WorkerId::parse("worker_id", &req.worker_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let worker = worker.to_string();
+        if req.running.len() > MAX_SLOTS as usize {
+            return Err(CoordError::InvalidArgument(format!(
+                "`running`: {} tasks, more than a worker can hold ({MAX_SLOTS})",
+                req.running.len()
+            )));
+        }
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         self.write(|tx, published| {
@@ -184,9 +198,11 @@ impl Scheduler {
             .ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
         if t.state != "leased" || t.attempt != attempt || t.worker_id != worker {
             return Err(CoordError::FailedPrecondition(format!(
-                "task {id} attempt {attempt} is not leased to worker {worker} (the task is {} at attempt {}): \
+                "task {id} attempt {attempt} is not leased to worker {} (the task is {} at attempt {}): \
                  report refused",
-                t.state, t.attempt
+                clip(worker, 80),
+                t.state,
+                t.attempt
             )));
         }
         Ok(t)
@@ -199,10 +215,19 @@ impl Scheduler {
                 "`items`: more than 10000 in one report".into(),
             ));
         }
+        for (i, item) in req.items.iter().enumerate() {
+            wire::check_progress(item).map_err(|e| {
+                CoordError::InvalidArgument(format!("`items[{i}].{}`: {}", e.field, e.message))
+            })?;
+        }
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         self.write(|tx, published| {
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+            let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
+            for (i, item) in req.items.iter().enumerate() {
+                check_fits(&spec, i, item)?;
+            }
             tx.execute(
                 "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
                 params![t.id, now + ttl],
@@ -275,6 +300,12 @@ impl Scheduler {
                 ));
             }
             if !req.checkpoint_hash.is_empty() {
+                crate::artifacts::check_hash(&req.checkpoint_hash).map_err(|_| {
+                    CoordError::InvalidArgument(format!(
+                        "`checkpoint_hash`: `{}` is not a SHA-256 hex digest",
+                        clip(&req.checkpoint_hash, 80)
+                    ))
+                })?;
                 let known = tx
                     .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&req.checkpoint_hash], |_| Ok(()))
                     .optional()?;
@@ -486,5 +517,48 @@ impl Scheduler {
             )?;
             Ok(())
         })
+    }
+}
+
+/// Refuses a measurement that the task cannot have made: an epoch of a
+/// line search, a point of a training chunk, an epoch outside the chunk, a
+/// point the task was not given. (Stored by its step or index, it would
+/// replace a measurement of another task of the run.)
+fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
+    use pb::progress::Kind;
+    let refuse = |field: &str, message: String| {
+        Err(CoordError::InvalidArgument(format!(
+            "`items[{i}].{field}`: {message}"
+        )))
+    };
+    match (spec, &item.kind) {
+        (TaskSpec::LineSearch(_), Some(Kind::Epoch(_))) => refuse(
+            "epoch",
+            "a line-search task measures points, not epochs".into(),
+        ),
+        (TaskSpec::Train(_), Some(Kind::Point(_))) => refuse(
+            "point",
+            "a training task measures epochs, not line-search points".into(),
+        ),
+        (TaskSpec::Train(t), Some(Kind::Epoch(e)))
+            if !(t.from_epoch..=t.to_epoch).contains(&(e.epoch as usize)) =>
+        {
+            refuse(
+                "epoch.epoch",
+                format!(
+                    "{} is outside this chunk's epochs {}-{}",
+                    e.epoch, t.from_epoch, t.to_epoch
+                ),
+            )
+        }
+        (TaskSpec::LineSearch(ls), Some(Kind::Point(p)))
+            if !ls.points.iter().any(|&(index, _)| index == p.index) =>
+        {
+            refuse(
+                "point.index",
+                format!("{} is not one of this task's points", p.index),
+            )
+        }
+        _ => Ok(()),
     }
 }

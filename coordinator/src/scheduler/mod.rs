@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
+use ridgeline_common::spec::DataRoots;
 use ridgeline_common::JobId;
 use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::broadcast;
@@ -92,6 +93,8 @@ pub struct Scheduler {
     store: Mutex<Store>,
     events: broadcast::Sender<Published>,
     config: SchedulerConfig,
+    /// Where a job's data files may be (`serve --data-root`).
+    data_roots: DataRoots,
 }
 
 pub fn now_ms() -> i64 {
@@ -150,7 +153,15 @@ impl Scheduler {
             store: Mutex::new(store),
             events,
             config,
+            data_roots: DataRoots::any(),
         }
+    }
+
+    /// Accept only data files under `roots` (checked before anything else
+    /// is asked about a path: a job cannot probe the head node's files).
+    pub fn with_data_roots(mut self, roots: DataRoots) -> Scheduler {
+        self.data_roots = roots;
+        self
     }
 
     pub fn config(&self) -> SchedulerConfig {
@@ -187,7 +198,7 @@ impl Scheduler {
     pub fn submit(&self, text: &str, format: JobFormat) -> Result<JobId> {
         if text.len() > 1 << 20 {
             return Err(CoordError::InvalidArgument(
-                "job file: larger than 1 MiB".into(),
+                "`text`: the job file is larger than 1 MiB".into(),
             ));
         }
         let spec =
@@ -212,6 +223,8 @@ impl Scheduler {
                         "`data.source`: artifact {hash} was never uploaded (use `coordinator upload FILE`)"
                     )));
                 }
+            } else if let Err(e) = self.data_roots.check(f) {
+                return Err(CoordError::InvalidArgument(format!("`data.source`: {e}")));
             } else if !f.exists() {
                 return Err(CoordError::InvalidArgument(format!(
                     "`data.source`: {} does not exist on the coordinator (file datasets must be on a path every \

@@ -141,15 +141,14 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
         self.tokens.check(&req, auth::ANY, "UploadArtifact")?;
         let mut stream = req.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty upload"))??;
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("`hash`: is missing (the upload sent no chunk)")
+        })??;
         let hash = check_hash(&first.hash)?;
         if first.size > self.max_artifact_bytes {
             // Refused before a byte more is read.
             return Err(Status::resource_exhausted(format!(
-                "artifact of {} bytes is over the limit of {} bytes",
+                "`size`: an artifact of {} bytes is over the limit of {} bytes",
                 first.size, self.max_artifact_bytes
             )));
         }

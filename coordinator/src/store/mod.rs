@@ -23,6 +23,30 @@ use crate::error::{CoordError, Result};
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: &str = "1";
 
+/// SQLite's own message for a data directory it cannot write is "unable
+/// to open database file": say what is wrong instead, before touching
+/// anything in it.
+fn check_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(CoordError::Storage(format!(
+            "the data directory {} cannot be written ({e}): the coordinator keeps its database \
+             there; make it writable (or free space) or choose another --data-dir. Nothing in it \
+             was changed",
+            dir.display()
+        ))),
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -125,6 +149,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoordError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        check_writable(dir)?;
         let path = dir.join("ridgeline.db");
         let conn = Connection::open(&path)
             .map_err(|e| CoordError::Storage(format!("{}: {e}", path.display())))?;

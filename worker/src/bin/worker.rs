@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ridgeline_common::auth::Bearer;
+use ridgeline_common::spec::DataRoots;
+use ridgeline_common::tls::ClientTls;
 use ridgeline_worker::engine::device::configure_threads;
 use ridgeline_worker::runner::{self, DeviceChoice, ModelRegistry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,27 @@ struct Args {
     /// requires one (or set RIDGELINE_TOKEN).
     #[arg(long, env = "RIDGELINE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed an `https://` coordinator's
+    /// certificate [default: the system's trust store].
+    #[arg(long, env = "RIDGELINE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This worker's TLS client certificate (PEM), for a coordinator that
+    /// requires one (`serve --tls-client-ca`).
+    #[arg(long, env = "RIDGELINE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Read job data files only from under this directory (repeat for
+    /// several; uploaded `artifact:` files are always allowed) [default:
+    /// any path this worker can read].
+    #[arg(
+        long = "data-root",
+        value_name = "DIR",
+        env = "RIDGELINE_DATA_ROOTS",
+        value_delimiter = ':'
+    )]
+    data_roots: Vec<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RIDGELINE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log lines as text or as JSON objects (filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -94,6 +117,8 @@ impl Args {
             registry: ModelRegistry::default(),
             shutdown_grace: self.shutdown_grace,
             token: Bearer::none(),
+            tls: ClientTls::none(),
+            data_roots: DataRoots::any(),
         }
     }
 }
@@ -169,6 +194,13 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let mut config = args.config();
     config.token = Bearer::from_env(args.token_file.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    config.tls = ClientTls::load(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    config.data_roots = DataRoots::new(&args.data_roots).map_err(|e| anyhow::anyhow!(e))?;
     // Before the runtime starts any thread and before candle runs anything:
     // rayon reads its thread count once, and environment variables must
     // only be set while the process is single-threaded.

@@ -37,6 +37,8 @@ use std::time::Duration;
 use ridgeline_common::auth::Bearer;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
+use ridgeline_common::spec::DataRoots;
+use ridgeline_common::tls::ClientTls;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
@@ -84,6 +86,13 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Sent with every call, when the coordinator requires tokens.
     pub token: Bearer,
+    /// The coordinator's CA and this worker's client certificate, for an
+    /// `https://` coordinator.
+    pub tls: ClientTls,
+    /// The only directories a job's data files may be read from (empty:
+    /// any path this process can read). Uploaded files (`artifact:`) are
+    /// always allowed.
+    pub data_roots: DataRoots,
 }
 
 impl WorkerConfig {
@@ -99,6 +108,8 @@ impl WorkerConfig {
             registry: ModelRegistry::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             token: Bearer::none(),
+            tls: ClientTls::none(),
+            data_roots: DataRoots::any(),
         }
     }
 }
@@ -147,6 +158,8 @@ pub(crate) struct Shared {
     /// Cancelled when the shutdown grace is over: every task stops waiting
     /// and hands its attempt back.
     pub(crate) hard_stop: CancellationToken,
+    /// Where a job's data files may be (`--data-root`).
+    pub(crate) data_roots: DataRoots,
 }
 
 /// Runs a worker until `shutdown` is cancelled (then lets running tasks
@@ -165,7 +178,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             path: config.cache_dir.clone(),
             error,
         })?;
-    let client = rpc::connect(&config.coordinator, &config.token)?;
+    let client = rpc::connect(&config.coordinator, &config.token, &config.tls)?;
     let choice = config.device;
     // Opening a GPU can take seconds: keep it off the async threads.
     let device = tokio::task::spawn_blocking(move || device::open(choice))
@@ -200,6 +213,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         engine: Arc::new(Engine::new(device, config.registry.clone())),
         artifacts: ArtifactCache::new(config.cache_dir.clone()),
         hard_stop: CancellationToken::new(),
+        data_roots: config.data_roots.clone(),
     });
     let span = tracing::info_span!("worker", worker_id = %answer.worker_id, name = %config.name);
     let leaser = Leaser {
@@ -630,7 +644,7 @@ mod tests {
         assert!(err.to_string().contains("slots"), "{err}");
 
         config.slots = 1;
-        config.coordinator = "https://coordinator".into();
+        config.coordinator = "ftp://coordinator".into();
         let err = rt()
             .block_on(run(config.clone(), CancellationToken::new()))
             .unwrap_err();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ridgeline_common::auth::Bearer;
 use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
-use tonic::transport::Endpoint;
+use ridgeline_common::tls::ClientTls;
 use tonic::{Code, Response, Status};
 
 use super::RunnerError;
@@ -30,23 +30,13 @@ pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Builds a lazily connecting client: nothing is dialled until the first
 /// call, and a broken connection is re-dialled by the next call, so the
 /// worker can start before the coordinator and outlive its restarts.
-pub(crate) fn connect(url: &str, token: &Bearer) -> Result<Client, RunnerError> {
-    let url = url.trim();
-    let full = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    if !full.starts_with("http://") {
-        return Err(RunnerError::Coordinator {
-            url: url.to_string(),
-            message: "only plain http:// addresses are supported (this build has no TLS)".into(),
-        });
-    }
-    let endpoint = Endpoint::from_shared(full).map_err(|e| RunnerError::Coordinator {
-        url: url.to_string(),
-        message: e.to_string(),
-    })?;
+pub(crate) fn connect(url: &str, token: &Bearer, tls: &ClientTls) -> Result<Client, RunnerError> {
+    let endpoint = tls
+        .endpoint(url)
+        .map_err(|message| RunnerError::Coordinator {
+            url: url.trim().to_string(),
+            message,
+        })?;
     let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -191,20 +181,23 @@ mod tests {
     }
 
     #[test]
-    fn addresses_get_a_scheme_and_tls_is_refused_clearly() {
+    fn addresses_get_a_scheme_and_https_needs_tls_settings_only_for_trust() {
         // connect_lazy needs a runtime to spawn its background task.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        let none = ClientTls::none();
         rt.block_on(async {
-            assert!(connect("127.0.0.1:1", &Bearer::none()).is_ok());
-            assert!(connect("http://localhost:50051", &Bearer::none()).is_ok());
-            let err = connect("https://example.invalid", &Bearer::none())
+            assert!(connect("127.0.0.1:1", &Bearer::none(), &none).is_ok());
+            assert!(connect("http://localhost:50051", &Bearer::none(), &none).is_ok());
+            // https:// with the system's roots (a lab CA comes with --tls-ca).
+            assert!(connect("https://example.invalid", &Bearer::none(), &none).is_ok());
+            let err = connect("ftp://example.invalid", &Bearer::none(), &none)
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("TLS"), "{err}");
-            let err = connect("http://bad host/", &Bearer::none())
+            assert!(err.contains("https://HOST:PORT"), "{err}");
+            let err = connect("http://bad host/", &Bearer::none(), &none)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("bad host"), "{err}");

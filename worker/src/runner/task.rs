@@ -226,6 +226,13 @@ async fn execute(
     };
     for file in data.source.files_mut() {
         let Some(hash) = ridgeline_common::spec::artifact_hash(file).map(str::to_string) else {
+            // A path: only inside this worker's data roots.
+            if let Err(message) = shared.data_roots.check(file) {
+                return Ending::Failed {
+                    message: format!("data file: {message}"),
+                    retryable: false,
+                };
+            }
             continue;
         };
         match artifacts::obtain(&shared.client, &shared.artifacts, &hash, control).await {
