@@ -8,6 +8,7 @@ use std::time::Duration;
 use ridgeline_common::proto::v1::job_service_server::JobServiceServer;
 use ridgeline_common::proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,10 @@ pub struct ServerConfig {
     /// HTTP/2 streams (calls in flight, open watches) one connection may
     /// hold at once.
     pub max_streams_per_connection: u32,
+    /// Open `WatchJob` streams, over all connections.
+    pub max_watchers: usize,
+    /// Uploads in progress at once.
+    pub max_uploads: usize,
     /// Bearer tokens accepted (none: no authentication).
     pub tokens: Arc<Tokens>,
     /// Serve TLS (`https://`) instead of plain HTTP/2; with a client CA,
@@ -50,6 +55,8 @@ impl ServerConfig {
             max_message_bytes: 8 << 20,
             max_artifact_bytes: 4 << 30,
             max_streams_per_connection: 256,
+            max_watchers: 1024,
+            max_uploads: 16,
             tokens: Arc::new(Tokens::open()),
             tls: None,
             data_roots: DataRoots::any(),
@@ -141,6 +148,8 @@ pub async fn serve(
         scheduler: scheduler.clone(),
         shutdown: shutdown.clone(),
         tokens: tokens.clone(),
+        watchers: Arc::new(Semaphore::new(config.max_watchers)),
+        watchers_limit: config.max_watchers,
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(64 << 20);
@@ -149,6 +158,8 @@ pub async fn serve(
         artifacts,
         max_artifact_bytes: config.max_artifact_bytes,
         tokens,
+        uploads: Arc::new(Semaphore::new(config.max_uploads)),
+        uploads_limit: config.max_uploads,
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);

@@ -1676,7 +1676,7 @@ async fn an_upload_announced_over_the_limit_is_refused_on_its_first_chunk() {
     )
     .await
     .expect("refused before the rest of the stream");
-    let e = refused(answer, Code::ResourceExhausted);
+    let e = refused(answer, Code::OutOfRange);
     assert!(
         e.message().starts_with("`size`") && e.message().contains(&MAX_ARTIFACT.to_string()),
         "{}",
@@ -1956,5 +1956,89 @@ async fn ids_that_are_not_utf8_are_refused_by_the_decoder_naming_the_field() {
         .into_inner()
         .jobs
         .is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_watches_and_uploads_are_capped_and_slots_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_watchers = 2;
+    cfg.max_uploads = 1;
+    let c = Coordinator::start_with("127.0.0.1:0".parse().unwrap(), cfg).await;
+    let mut jobs = c.jobs().await;
+    // No worker: the job stays queued, so its watches stay open.
+    let job = submit(&mut jobs, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let watch = |mut j: Jobs, job: String| async move {
+        j.watch_job(pb::WatchJobRequest { job_id: job }).await
+    };
+    let mut open = vec![];
+    for _ in 0..2 {
+        let mut s = watch(c.jobs().await, job.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().expect("the snapshot");
+        open.push(s);
+    }
+    let e = watch(c.jobs().await, job.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("2 watch streams are open"), "{e:?}");
+    // Closing one gives its slot back.
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(c.jobs().await, job.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    // One upload at a time here: a second is refused while the first is
+    // still streaming, and goes through once it is done.
+    let bytes = vec![3u8; 1000];
+    let hash = content_hash(&bytes);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::ArtifactChunk {
+        hash: hash.clone(),
+        size: 1000,
+        data: bytes[..500].to_vec(),
+    })
+    .await
+    .unwrap();
+    let mut first = c.workers().await;
+    let pending = tokio::spawn(async move { first.upload_artifact(ReceiverStream::new(rx)).await });
+    let mut w = c.workers().await;
+    let chunk = |data: &[u8]| pb::ArtifactChunk {
+        hash: hash.clone(),
+        size: 1000,
+        data: data.to_vec(),
+    };
+    // The first upload holds the slot once its temporary file exists.
+    let artifacts = dir.path().join("artifacts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !files(&artifacts).iter().any(|f| f.ends_with(".part")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = upload(&mut w, vec![chunk(&bytes)]).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("uploads are in progress"), "{e:?}");
+    tx.send(chunk(&bytes[500..])).await.unwrap();
+    drop(tx);
+    let done = pending.await.unwrap().unwrap().into_inner();
+    assert_eq!(done.hash, hash);
+    assert_eq!(upload(&mut w, vec![chunk(&bytes)]).await.unwrap(), hash);
+    drop(open);
     c.stop().await;
 }

@@ -8,7 +8,7 @@ use ridgeline_common::job::JobFormat;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::job_service_server::JobService;
 use ridgeline_common::JobSpec;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -24,6 +24,10 @@ pub struct JobApi {
     /// graceful shutdown would wait for every watched job to finish).
     pub shutdown: CancellationToken,
     pub tokens: Arc<Tokens>,
+    /// Open watch streams (`watchers_limit` permits): each holds a
+    /// subscription to every job's events and a task.
+    pub watchers: Arc<Semaphore>,
+    pub watchers_limit: usize,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -81,6 +85,12 @@ impl JobService for JobApi {
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<EventStream>, Status> {
         self.tokens.check(&req, auth::CLIENT, "WatchJob")?;
+        let slot = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} watch streams are open, the most this coordinator serves at once; close one or retry later",
+                self.watchers_limit
+            ))
+        })?;
         let job_id = req.into_inner().job_id;
         // Subscribe before reading the log, so nothing falls in between.
         let mut live = self.scheduler.subscribe();
@@ -91,6 +101,8 @@ impl JobService for JobApi {
         let (tx, rx) = mpsc::channel(256);
         let sched = self.scheduler.clone();
         tokio::spawn(async move {
+            // Held for as long as the stream is served.
+            let _slot = slot;
             let first = pb::JobEvent {
                 seq: 0,
                 unix_ms: crate::scheduler::now_ms(),

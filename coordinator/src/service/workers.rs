@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::worker_service_server::WorkerService;
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,6 +26,9 @@ pub struct WorkerApi {
     /// Largest artifact accepted by UploadArtifact.
     pub max_artifact_bytes: u64,
     pub tokens: Arc<Tokens>,
+    /// Uploads in progress at once (`uploads_limit` permits).
+    pub uploads: Arc<Semaphore>,
+    pub uploads_limit: usize,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
@@ -140,14 +143,22 @@ impl WorkerService for WorkerApi {
         req: Request<Streaming<pb::ArtifactChunk>>,
     ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
         self.tokens.check(&req, auth::ANY, "UploadArtifact")?;
+        // Each upload holds a temporary file of up to max_artifact_bytes.
+        let _slot = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} uploads are in progress, the most this coordinator takes at once; retry shortly",
+                self.uploads_limit
+            ))
+        })?;
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             Status::invalid_argument("`hash`: is missing (the upload sent no chunk)")
         })??;
         let hash = check_hash(&first.hash)?;
         if first.size > self.max_artifact_bytes {
-            // Refused before a byte more is read.
-            return Err(Status::resource_exhausted(format!(
+            // Refused before a byte more is read. OUT_OF_RANGE, not
+            // RESOURCE_EXHAUSTED: resending the same file cannot help.
+            return Err(Status::out_of_range(format!(
                 "`size`: an artifact of {} bytes is over the limit of {} bytes",
                 first.size, self.max_artifact_bytes
             )));

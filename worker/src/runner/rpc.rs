@@ -86,6 +86,9 @@ pub(crate) enum Refusal {
 /// Classifies a refusal. Transport failures surface in tonic as
 /// `UNAVAILABLE` (refused or reset connection), `UNKNOWN` or `INTERNAL`
 /// (broken HTTP/2 stream) and `CANCELLED`; all of them are worth retrying.
+/// So is `RESOURCE_EXHAUSTED`: the coordinator's disk is full or it serves
+/// as many streams as it will; nothing was stored, and a resend once space
+/// is freed is stored once.
 pub(crate) fn classify(status: &Status) -> Refusal {
     match status.code() {
         Code::Unavailable
@@ -93,6 +96,7 @@ pub(crate) fn classify(status: &Status) -> Refusal {
         | Code::DeadlineExceeded
         | Code::Cancelled
         | Code::Aborted
+        | Code::ResourceExhausted
         | Code::Internal => Refusal::Transient,
         Code::NotFound => Refusal::NotFound,
         Code::FailedPrecondition => Refusal::Precondition,
@@ -175,8 +179,14 @@ mod tests {
             Refusal::Permanent
         );
         assert_eq!(
-            classify(&Status::resource_exhausted("too big")),
+            classify(&Status::out_of_range("too big")),
             Refusal::Permanent
+        );
+        // The coordinator's disk is full (or it is at its stream limit):
+        // resend later.
+        assert_eq!(
+            classify(&Status::resource_exhausted("disk full")),
+            Refusal::Transient
         );
     }
 
