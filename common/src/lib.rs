@@ -16,6 +16,7 @@
 //!   functions of the (fractional) epoch.
 
 pub mod auth;
+pub mod cli_config;
 pub mod ids;
 pub mod job;
 pub mod procedure;

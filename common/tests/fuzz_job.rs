@@ -7,6 +7,15 @@
 use proptest::prelude::*;
 use ridgeline_common::job::{JobFormat, JobSpec};
 
+/// Cases per property: 2,048, or `$PROPTEST_CASES` for a long run (an
+/// explicit `with_cases` would otherwise ignore the variable).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048)
+}
+
 /// Valid job files of every kind, to mutate.
 const SEEDS: &[&str] = &[
     include_str!("../../examples/lr_ramp.toml"),
@@ -64,7 +73,7 @@ fn check(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Replace the value on one `key = value` line with a nasty one.
     #[test]

@@ -124,6 +124,11 @@ impl Tokens {
         Ok(t)
     }
 
+    /// The role of `token`, if it is one of ours.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        self.by_digest.get(&digest(token.trim())).copied()
+    }
+
     /// Accepts the call if it carries a token of one of the `allowed`
     /// roles (or if no tokens are configured).
     pub fn check<T>(&self, req: &Request<T>, allowed: &[Role], method: &str) -> Result<(), Status> {

@@ -1,6 +1,7 @@
 //! Serving: both services on one listener, the lease-expiry sweeper, and
 //! graceful shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,11 @@ pub struct ServerConfig {
     /// The only directories job files may name data files in (empty: any
     /// path; uploaded `artifact:` files are always allowed).
     pub data_roots: DataRoots,
+    /// Where the web pages and `/metrics` are served (none: not at all).
+    pub http: Option<SocketAddr>,
+    /// The address was derived, not asked for (`--http-listen auto`): if it
+    /// is taken, serve without the pages rather than not at all.
+    pub http_optional: bool,
 }
 
 impl ServerConfig {
@@ -60,6 +66,8 @@ impl ServerConfig {
             tokens: Arc::new(Tokens::open()),
             tls: None,
             data_roots: DataRoots::any(),
+            http: None,
+            http_optional: false,
         }
     }
 }
@@ -88,6 +96,21 @@ pub async fn serve(
             .tls_config(tls.config())
             .map_err(|e| CoordError::InvalidArgument(format!("TLS: {e}")))?;
     }
+    let http = match config.http {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) if config.http_optional => {
+                tracing::warn!(%addr, error = %e, "the web pages and /metrics are not served (give --http-listen ADDR)");
+                None
+            }
+            Err(e) => {
+                return Err(CoordError::InvalidArgument(format!(
+                    "cannot serve the web pages on {addr}: {e}"
+                )))
+            }
+        },
+        None => None,
+    };
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, data_dir = %config.data_dir.display(), "coordinator serving");
     let mut tokens = config.tokens.clone();
@@ -154,15 +177,25 @@ pub async fn serve(
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(64 << 20);
     let workers = WorkerServiceServer::new(WorkerApi {
-        scheduler,
+        scheduler: scheduler.clone(),
         artifacts,
         max_artifact_bytes: config.max_artifact_bytes,
-        tokens,
+        tokens: tokens.clone(),
         uploads: Arc::new(Semaphore::new(config.max_uploads)),
         uploads_limit: config.max_uploads,
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
+    let web = http.map(|l| {
+        tokio::spawn(crate::dashboard::serve(
+            l,
+            crate::dashboard::Web {
+                scheduler: scheduler.clone(),
+                tokens: tokens.clone(),
+            },
+            shutdown.clone(),
+        ))
+    });
     // Health checking and reflection: no token needed (see `interop`).
     let (_health_reporter, health) = crate::interop::health(shutdown.clone()).await;
     let result = builder
@@ -179,5 +212,10 @@ pub async fn serve(
         .map_err(|e| CoordError::Storage(format!("server: {e}")));
     shutdown.cancel();
     let _ = sweeper.await;
+    if let Some(web) = web {
+        if let Ok(Err(e)) = web.await {
+            tracing::error!(error = %e, "the web pages stopped");
+        }
+    }
     result
 }

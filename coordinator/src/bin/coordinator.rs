@@ -2,12 +2,16 @@
 //! client (`submit`, `status`, `watch`, `list`, `cancel`, `workers`,
 //! `export`, `report`, `gallery`, `upload`). Thin: flags are parsed here,
 //! everything else is the library.
+//!
+//! Every flag may also be set in a TOML file (`--config FILE` or
+//! `RIDGELINE_CONFIG`): global flags at the top, `serve` flags under
+//! `[serve]` (see [`ridgeline_common::cli_config`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ridgeline_coordinator::client::{ClientTls, Credentials};
 use ridgeline_coordinator::scheduler::SchedulerConfig;
 use ridgeline_coordinator::tls::ServerTls;
@@ -21,6 +25,11 @@ use tokio_util::sync::CancellationToken;
     about = "Ridgeline coordinator and client"
 )]
 struct Cli {
+    /// TOML file of settings: keys are the long flag names (global ones at
+    /// the top, `serve` ones under `[serve]`); flags and environment
+    /// variables override it.
+    #[arg(long, global = true, env = "RIDGELINE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The coordinator to talk to (client commands; `--server` works too).
     #[arg(
         long,
@@ -37,7 +46,8 @@ struct Cli {
     /// certificate [default: the system's trust store] (client commands).
     #[arg(long, global = true, env = "RIDGELINE_TLS_CA")]
     tls_ca: Option<PathBuf>,
-    /// Log format.
+    /// Log lines as text or as JSON objects with their spans (filter with
+    /// RUST_LOG).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     #[command(subcommand)]
@@ -70,6 +80,7 @@ enum Command {
         /// for --quarantine seconds (0: never quarantine).
         #[arg(long, default_value_t = 3)]
         quarantine_after: u32,
+        /// Seconds a quarantined worker gets no new tasks.
         #[arg(long, default_value_t = 600.0)]
         quarantine: f64,
         /// Serve TLS with this certificate (PEM; `tls-init` makes a lab's
@@ -89,6 +100,11 @@ enum Command {
             value_delimiter = ':'
         )]
         data_roots: Vec<PathBuf>,
+        /// Where the web pages (jobs, workers, live reports, gallery) and
+        /// Prometheus `/metrics` are served: an address, `auto` (the gRPC
+        /// address with port + 1, e.g. 50052) or `off`.
+        #[arg(long, env = "RIDGELINE_HTTP_LISTEN", default_value = "auto")]
+        http_listen: String,
         /// Mutual TLS: workers must present a client certificate signed by
         /// this CA (PEM). Clients need none.
         #[arg(long, env = "RIDGELINE_TLS_CLIENT_CA", requires = "tls_cert")]
@@ -108,8 +124,20 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         years: u32,
     },
+    /// Print a shell completion script, e.g.
+    /// `coordinator completions bash > /etc/bash_completion.d/coordinator`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(ridgeline_coordinator::client::ClientCommand),
+}
+
+/// Writes the completion script of `shell` for this command line.
+fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "coordinator", out);
 }
 
 fn init_logs(format: &str) {
@@ -119,9 +147,30 @@ fn init_logs(format: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
     } else {
         builder.init();
+    }
+}
+
+/// `--http-listen`: `off`, `auto` (the gRPC address, port + 1) or an
+/// address.
+fn http_address(value: &str, grpc: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    match value.trim() {
+        "off" => Ok(None),
+        "auto" => match grpc.port().checked_add(1) {
+            Some(port) => Ok(Some(SocketAddr::new(grpc.ip(), port))),
+            None => {
+                anyhow::bail!("--http-listen auto: the gRPC port is the last one; give an address")
+            }
+        },
+        a => a.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("--http-listen: `{a}` is not an address (IP:PORT), `auto` or `off`")
+        }),
     }
 }
 
@@ -133,7 +182,7 @@ fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = ridgeline_common::cli_config::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -165,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             tls_client_ca,
             data_roots,
+            http_listen,
         } => {
             init_logs(&cli.log_format);
             let mut config = ServerConfig::new(data_dir);
@@ -186,6 +236,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            config.http = http_address(&http_listen, listener.local_addr()?)?;
+            config.http_optional = http_listen.trim() == "auto";
             // Print the bound address (port 0 picks one) for scripts.
             println!("listening on {}", listener.local_addr()?);
             let shutdown = CancellationToken::new();
@@ -218,6 +270,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
         Command::Client(cmd) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logs(&cli.log_format);
@@ -245,4 +301,127 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::{OsStr, OsString};
+
+    fn no_env(_: &OsStr) -> Option<OsString> {
+        None
+    }
+
+    #[test]
+    fn every_flag_and_command_is_documented() {
+        Cli::command().debug_assert();
+        let missing = ridgeline_common::cli_config::undocumented(&mut Cli::command());
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn completions_for_bash_zsh_and_fish() {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for word in ["coordinator", "data-dir", "serve"] {
+                assert!(text.contains(word), "{shell}: no `{word}` in\n{text}");
+            }
+        }
+        let cli = Cli::try_parse_from(["coordinator", "completions", "fish"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completions { shell: Shell::Fish }
+        ));
+        assert!(Cli::try_parse_from(["coordinator", "completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn the_http_address_follows_the_grpc_one() {
+        let grpc: SocketAddr = "10.0.0.5:50051".parse().unwrap();
+        assert_eq!(
+            http_address("auto", grpc).unwrap(),
+            Some("10.0.0.5:50052".parse().unwrap())
+        );
+        assert_eq!(http_address("off", grpc).unwrap(), None);
+        assert_eq!(
+            http_address("0.0.0.0:8080", grpc).unwrap(),
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        let e = http_address("nowhere", grpc).unwrap_err().to_string();
+        assert!(e.contains("--http-listen") && e.contains("nowhere"), "{e}");
+        assert!(http_address("auto", "10.0.0.5:65535".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn settings_from_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &path,
+            "coordinator = \"http://head:7000\"\nlog_format = \"json\"\n\n[serve]\n\
+             listen = \"127.0.0.1:7001\"\ndata-dir = \"/srv/ridgeline\"\n\
+             data-root = [\"/data/a\", \"/data/b\"]\nlease-ttl = 12.5\nquarantine_after = 5\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let cli: Cli = ridgeline_common::cli_config::try_parse_from(
+            ["coordinator", "--config", path, "serve", "--lease-ttl", "3"],
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(cli.coordinator, "http://head:7000");
+        assert_eq!(cli.log_format, "json");
+        let Command::Serve {
+            listen,
+            data_dir,
+            data_roots,
+            lease_ttl,
+            quarantine_after,
+            heartbeat,
+            ..
+        } = cli.command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(data_dir, PathBuf::from("/srv/ridgeline"));
+        assert_eq!(
+            data_roots,
+            [PathBuf::from("/data/a"), PathBuf::from("/data/b")]
+        );
+        assert_eq!(lease_ttl, 3.0, "the flag beats the file");
+        assert_eq!(quarantine_after, 5);
+        assert_eq!(heartbeat, 3.0, "the default where nothing is set");
+        // A client command reads the same file; [serve] does not apply.
+        let cli: Cli = ridgeline_common::cli_config::try_parse_from(
+            ["coordinator", "list", "--config", path],
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(cli.coordinator, "http://head:7000");
+
+        std::fs::write(dir.path().join("bad.toml"), "[serve]\nlisten_on = \"x\"\n").unwrap();
+        let bad = dir.path().join("bad.toml");
+        let err = ridgeline_common::cli_config::try_parse_from::<Cli, _, _>(
+            [
+                OsStr::new("coordinator"),
+                OsStr::new("--config"),
+                bad.as_os_str(),
+                OsStr::new("serve"),
+            ],
+            no_env,
+        )
+        .err()
+        .expect("an unknown key")
+        .to_string();
+        assert!(
+            err.contains("`serve.listen_on`")
+                && err.contains("bad.toml")
+                && err.contains("lease-ttl"),
+            "{err}"
+        );
+    }
 }

@@ -107,6 +107,10 @@ fn job_kind<'a>(status: &'a pb::JobStatus, results: &'a pb::JobResults) -> &'a s
     first_nonempty(&status.kind, &results.kind)
 }
 
+/// The last paragraph of a written report: what lies beside it.
+pub const DATA_NOTE: &str = "<p class=\"muted\">Data beside this page: curves.csv (every \
+    measurement and every mean over seeds), results.json, decisions.json.</p>";
+
 /// The whole report as one HTML page.
 pub fn report_html(status: &pb::JobStatus, results: &pb::JobResults) -> String {
     let name = display_name(status, results);
@@ -122,10 +126,7 @@ pub fn report_html(status: &pb::JobStatus, results: &pb::JobResults) -> String {
         b.push_str(&generic_sections(results, kind));
     }
     b.push_str(&final_values(results));
-    b.push_str(
-        "<p class=\"muted\">Data beside this page: curves.csv (every measurement and every \
-         mean over seeds), results.json, decisions.json.</p>",
-    );
+    b.push_str(DATA_NOTE);
     html::page(&format!("{name} · Ridgeline report"), &b)
 }
 

@@ -72,6 +72,7 @@ impl Scheduler {
     /// The heartbeat: renews the worker's leases, tells it what to stop, and
     /// hands it up to `free_slots` runnable tasks.
     pub fn lease(&self, req: &pb::LeaseRequest) -> Result<pb::LeaseResponse> {
+        let _timer = self.metrics().lease_timer();
         let worker = WorkerId::parse("worker_id", &req.worker_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         let worker = worker.to_string();
@@ -269,6 +270,11 @@ impl Scheduler {
                 stop: job_state == "cancelled",
             })
         })
+        .inspect(|r| {
+            if r.stored {
+                self.metrics().report_stored();
+            }
+        })
     }
 
     pub fn complete(&self, req: &pb::CompleteRequest) -> Result<()> {
@@ -462,6 +468,7 @@ impl Scheduler {
             }
             Ok(expired.len())
         })
+        .inspect(|n| self.metrics().leases_expired(*n))
     }
 
     pub fn workers(&self) -> Result<Vec<pb::WorkerInfo>> {

@@ -31,6 +31,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::metrics::{Metrics, Snapshot};
 use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::spec::DataRoots;
@@ -95,6 +96,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     /// Where a job's data files may be (`serve --data-root`).
     data_roots: DataRoots,
+    metrics: Metrics,
 }
 
 pub fn now_ms() -> i64 {
@@ -154,7 +156,41 @@ impl Scheduler {
             events,
             config,
             data_roots: DataRoots::any(),
+            metrics: Metrics::new(),
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Workers, tasks and jobs by state, for the metrics' gauges.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        const TASKS: [&str; 5] = ["pending", "leased", "done", "failed", "cancelled"];
+        const JOBS: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+        const WORKERS: [&str; 3] = ["active", "lost", "quarantined"];
+        let count = |table: &str, states: [&'static str; 5]| -> Result<Vec<(&'static str, i64)>> {
+            let store = self.lock();
+            let mut st = store.read().prepare(&format!(
+                "SELECT state, COUNT(*) FROM {table} GROUP BY state"
+            ))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(states
+                .iter()
+                .map(|s| (*s, rows.iter().find(|(n, _)| n == s).map_or(0, |(_, c)| *c)))
+                .collect())
+        };
+        let workers = self.workers()?;
+        Ok(Snapshot {
+            workers: WORKERS
+                .iter()
+                .map(|s| (*s, workers.iter().filter(|w| w.state == *s).count() as i64))
+                .collect(),
+            tasks: count("tasks", TASKS)?,
+            jobs: count("jobs", JOBS)?,
+        })
     }
 
     /// Accept only data files under `roots` (checked before anything else
@@ -181,6 +217,7 @@ impl Scheduler {
     ) -> Result<T> {
         let mut published = vec![];
         let out = self.lock().write(|tx| f(tx, &mut published))?;
+        self.metrics.committed(published.iter().map(|p| &p.event));
         for p in published {
             // No receiver is fine: nobody is watching.
             let _ = self.events.send(p);
@@ -353,6 +390,30 @@ impl Scheduler {
         let job = self.require_job(job_id)?;
         let m = store::job_measurements(self.lock().read(), &job.id)?;
         Ok((job, m))
+    }
+
+    /// A job's curves (mean and spread over seeds), decisions and cost, as
+    /// GetResults answers them and the dashboard shows them.
+    pub fn results(&self, job_id: &str) -> Result<pb::JobResults> {
+        let (job, measurements) = self.measurements(job_id)?;
+        let decisions = self.decisions(job_id)?;
+        let mut results = crate::analysis::results(&job.id, &job.kind, "", measurements);
+        // The metric the curves report: the job's choice, else its task's
+        // default (accuracy for classification, R² for regression).
+        results.metric = match serde_json::from_str::<JobSpec>(&job.spec) {
+            Ok(spec) => match crate::analysis::steps::metric_of(&spec, &results) {
+                crate::decisions::MetricKind::Accuracy => "accuracy",
+                crate::decisions::MetricKind::Pearson => "pearson",
+                _ if results.curves.is_empty() => "default",
+                _ => "r2",
+            },
+            Err(_) => "default",
+        }
+        .to_string();
+        results.decisions = decisions;
+        results.epochs_trained = job.epochs_trained;
+        results.name = job.name;
+        Ok(results)
     }
 }
 

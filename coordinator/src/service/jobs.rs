@@ -7,7 +7,6 @@ use futures::Stream;
 use ridgeline_common::job::JobFormat;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::job_service_server::JobService;
-use ridgeline_common::JobSpec;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +15,6 @@ use tonic::{Request, Response, Status};
 use super::blocking;
 use crate::auth::{self, Tokens};
 use crate::scheduler::{is_terminal, Scheduler};
-use crate::{analysis, decisions};
 
 pub struct JobApi {
     pub scheduler: Arc<Scheduler>,
@@ -184,29 +182,7 @@ impl JobService for JobApi {
         self.tokens.check(&req, auth::CLIENT, "GetResults")?;
         let s = self.scheduler.clone();
         let id = req.into_inner().job_id;
-        let (job, measurements, decisions) = blocking(move || {
-            let (job, m) = s.measurements(&id)?;
-            let d = s.decisions(&id)?;
-            Ok((job, m, d))
-        })
-        .await?;
-        let mut results = analysis::results(&job.id, &job.kind, "", measurements);
-        // The metric the curves report: the job's choice, else its task's
-        // default (accuracy for classification, R² for regression).
-        results.metric = match serde_json::from_str::<JobSpec>(&job.spec) {
-            Ok(spec) => match analysis::steps::metric_of(&spec, &results) {
-                decisions::MetricKind::Accuracy => "accuracy",
-                decisions::MetricKind::Pearson => "pearson",
-                _ if results.curves.is_empty() => "default",
-                _ => "r2",
-            },
-            Err(_) => "default",
-        }
-        .to_string();
-        results.decisions = decisions;
-        results.epochs_trained = job.epochs_trained;
-        results.name = job.name;
-        Ok(Response::new(results))
+        Ok(Response::new(blocking(move || s.results(&id)).await?))
     }
 }
 

@@ -10,7 +10,8 @@ use ridgeline_common::proto::v1::worker_service_server::WorkerService;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::blocking;
 use crate::artifacts::{check_hash, ArtifactStore};
@@ -33,6 +34,42 @@ pub struct WorkerApi {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
 
+/// An id from the wire as a log field: as sent when it looks like an id,
+/// else escaped and cut short (nothing has checked it yet).
+fn wire_id(s: &str) -> String {
+    if s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic()) {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(64).collect();
+        format!("{cut:?}…")
+    }
+}
+
+/// Runs a scheduler call inside `span` (whose fields name the worker and
+/// the task), on the blocking thread too, so that the scheduler's log lines
+/// carry them; a refused call is logged there as well.
+async fn in_span<T: Send + 'static>(
+    span: tracing::Span,
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    let inner = span.clone();
+    let result = blocking(move || inner.in_scope(f))
+        .instrument(span.clone())
+        .await;
+    if let Err(status) = &result {
+        span.in_scope(|| match status.code() {
+            Code::Internal | Code::Unknown | Code::DataLoss => {
+                tracing::error!(code = ?status.code(), error = %status.message(), "call failed")
+            }
+            Code::ResourceExhausted | Code::Unavailable => {
+                tracing::warn!(code = ?status.code(), error = %status.message(), "call refused")
+            }
+            _ => tracing::info!(code = ?status.code(), error = %status.message(), "call refused"),
+        });
+    }
+    result
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn register(
@@ -52,7 +89,16 @@ impl WorkerService for WorkerApi {
         self.tokens.check(&req, auth::WORKER, "Lease")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
-        Ok(Response::new(blocking(move || s.lease(&req)).await?))
+        let span = tracing::info_span!(
+            "rpc",
+            method = "Lease",
+            worker_id = %wire_id(&req.worker_id),
+            free_slots = req.free_slots,
+            running = req.running.len()
+        );
+        let answer = in_span(span.clone(), move || s.lease(&req)).await?;
+        span.in_scope(|| tracing::debug!(leased = answer.tasks.len(), "lease answered"));
+        Ok(Response::new(answer))
     }
 
     async fn report(
@@ -62,7 +108,18 @@ impl WorkerService for WorkerApi {
         self.tokens.check(&req, auth::WORKER, "Report")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
-        Ok(Response::new(blocking(move || s.report(&req)).await?))
+        let span = tracing::info_span!(
+            "rpc",
+            method = "Report",
+            worker_id = %wire_id(&req.worker_id),
+            task_id = %wire_id(&req.task_id),
+            attempt = req.attempt,
+            seq = req.seq
+        );
+        let items = req.items.len();
+        let answer = in_span(span.clone(), move || s.report(&req)).await?;
+        span.in_scope(|| tracing::debug!(items, stored = answer.stored, "report answered"));
+        Ok(Response::new(answer))
     }
 
     async fn complete(
@@ -72,7 +129,14 @@ impl WorkerService for WorkerApi {
         self.tokens.check(&req, auth::WORKER, "Complete")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
-        blocking(move || s.complete(&req)).await?;
+        let span = tracing::info_span!(
+            "rpc",
+            method = "Complete",
+            worker_id = %wire_id(&req.worker_id),
+            task_id = %wire_id(&req.task_id),
+            attempt = req.attempt
+        );
+        in_span(span, move || s.complete(&req)).await?;
         Ok(Response::new(pb::CompleteResponse {}))
     }
 
@@ -83,7 +147,16 @@ impl WorkerService for WorkerApi {
         self.tokens.check(&req, auth::WORKER, "Fail")?;
         let s = self.scheduler.clone();
         let req = req.into_inner();
-        blocking(move || s.fail(&req)).await?;
+        let span = tracing::info_span!(
+            "rpc",
+            method = "Fail",
+            worker_id = %wire_id(&req.worker_id),
+            task_id = %wire_id(&req.task_id),
+            attempt = req.attempt,
+            retryable = req.retryable,
+            handed_back = req.handed_back
+        );
+        in_span(span, move || s.fail(&req)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 

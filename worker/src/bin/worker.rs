@@ -5,6 +5,10 @@
 //! command line, sets up logging, sizes candle's thread pools, and turns
 //! SIGTERM / Ctrl-C into a graceful shutdown (a second signal exits at
 //! once).
+//!
+//! Every flag may also be set in a TOML file (`--config FILE` or
+//! `RIDGELINE_CONFIG`), keys named as the long flags (see
+//! [`ridgeline_common::cli_config`]).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use ridgeline_common::auth::Bearer;
 use ridgeline_common::spec::DataRoots;
 use ridgeline_common::tls::ClientTls;
@@ -31,6 +35,11 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "worker", version)]
 struct Args {
+    /// TOML file of settings, keys named as the long flags
+    /// (`slots = 2`, `data-root = ["/data"]`); flags and environment
+    /// variables override it.
+    #[arg(long, env = "RIDGELINE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address of the coordinator.
     #[arg(
         long,
@@ -81,12 +90,26 @@ struct Args {
         value_delimiter = ':'
     )]
     data_roots: Vec<PathBuf>,
+    /// Serve Prometheus metrics (tasks finished, epochs, samples, line-search
+    /// points) at http://ADDR/metrics [default: not served].
+    #[arg(long, value_name = "ADDR", env = "RIDGELINE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "RIDGELINE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Log lines as text or as JSON objects (filter with RUST_LOG).
+    /// Log lines as text or as JSON objects with their spans (task lines
+    /// carry job_id, task_id, attempt and worker_id; filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print a completion script for this shell and exit, e.g.
+    /// `worker --completions bash > /etc/bash_completion.d/worker`.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+}
+
+/// Writes the completion script of `shell` for this command line.
+fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Args::command(), "worker", out);
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
@@ -119,6 +142,7 @@ impl Args {
             token: Bearer::none(),
             tls: ClientTls::none(),
             data_roots: DataRoots::any(),
+            metrics_listen: self.metrics_listen,
         }
     }
 }
@@ -149,7 +173,11 @@ fn init_logging(format: LogFormat) {
     // process never has.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
 }
 
@@ -175,7 +203,11 @@ fn watch_signals(token: CancellationToken) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = ridgeline_common::cli_config::parse();
+    if let Some(shell) = args.completions {
+        completions(shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     init_logging(args.log_format);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -298,5 +330,89 @@ mod tests {
         assert!(err.contains("`soon` is not a number"), "{err}");
         assert!(parse(&["--log-format", "xml"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        Args::command().debug_assert();
+        let missing = ridgeline_common::cli_config::undocumented(&mut Args::command());
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn completions_for_bash_zsh_and_fish() {
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for word in ["worker", "slots", "data-root"] {
+                assert!(text.contains(word), "{shell}: no `{word}` in\n{text}");
+            }
+        }
+        assert_eq!(
+            parse(&["--completions", "zsh"]).unwrap().completions,
+            Some(Shell::Zsh)
+        );
+        assert!(parse(&["--completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn settings_from_a_config_file() {
+        use std::ffi::{OsStr, OsString};
+        fn no_env(_: &OsStr) -> Option<OsString> {
+            None
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(
+            &path,
+            "coordinator = \"http://head:7000\"\nslots = 3\nname = \"from-file\"\n\
+             data_root = [\"/data/a\", \"/data/b\"]\nshutdown-grace = 2.5\nlog-format = \"json\"\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let a: Args = ridgeline_common::cli_config::try_parse_from(
+            ["worker", "--config", path, "--slots", "2"],
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(a.coordinator, "http://head:7000");
+        assert_eq!(a.slots, 2, "the flag beats the file");
+        assert_eq!(a.name.as_deref(), Some("from-file"));
+        assert_eq!(
+            a.data_roots,
+            [PathBuf::from("/data/a"), PathBuf::from("/data/b")]
+        );
+        assert_eq!(a.shutdown_grace, Duration::from_millis(2500));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(
+            a.device,
+            DeviceChoice::Cpu,
+            "the default where nothing is set"
+        );
+
+        for (text, key) in [
+            ("slots = 0\n", "`slots`"),
+            ("sluts = 2\n", "`sluts`"),
+            ("slots = [2]\n", "`slots`"),
+        ] {
+            std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+            let bad = dir.path().join("bad.toml");
+            let err = ridgeline_common::cli_config::try_parse_from::<Args, _, _>(
+                [
+                    OsStr::new("worker"),
+                    OsStr::new("--config"),
+                    bad.as_os_str(),
+                ],
+                no_env,
+            )
+            .expect_err("refused")
+            .to_string();
+            assert!(
+                err.contains(key) && err.contains("bad.toml"),
+                "{text}: {err}"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@
 //! [`WorkerConfig::registry`]) can run it in-process.
 
 mod artifacts;
+pub mod metrics;
 mod reporter;
 mod rpc;
 mod task;
@@ -55,6 +56,7 @@ pub use work::{
 
 use crate::engine::device;
 use crate::engine::error::EngineError;
+use metrics::WorkerMetrics;
 use rpc::{Backoff, Client, Refusal};
 use task::FAIL_GRACE;
 
@@ -93,6 +95,8 @@ pub struct WorkerConfig {
     /// any path this process can read). Uploaded files (`artifact:`) are
     /// always allowed.
     pub data_roots: DataRoots,
+    /// Serve Prometheus `/metrics` here (none: not at all).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -110,6 +114,7 @@ impl WorkerConfig {
             token: Bearer::none(),
             tls: ClientTls::none(),
             data_roots: DataRoots::any(),
+            metrics_listen: None,
         }
     }
 }
@@ -160,6 +165,7 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Where a job's data files may be (`--data-root`).
     pub(crate) data_roots: DataRoots,
+    pub(crate) metrics: Arc<WorkerMetrics>,
 }
 
 /// Runs a worker until `shutdown` is cancelled (then lets running tasks
@@ -179,6 +185,16 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             error,
         })?;
     let client = rpc::connect(&config.coordinator, &config.token, &config.tls)?;
+    let metrics = Arc::new(WorkerMetrics::new());
+    // Served for as long as this function runs.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunnerError::Config(format!("--metrics-listen {addr}: {e}")))?;
+        tokio::spawn(metrics::serve(listener, metrics.clone(), metrics_stop));
+    }
     let choice = config.device;
     // Opening a GPU can take seconds: keep it off the async threads.
     let device = tokio::task::spawn_blocking(move || device::open(choice))
@@ -214,8 +230,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         artifacts: ArtifactCache::new(config.cache_dir.clone()),
         hard_stop: CancellationToken::new(),
         data_roots: config.data_roots.clone(),
+        metrics: metrics.clone(),
     });
-    let span = tracing::info_span!("worker", worker_id = %answer.worker_id, name = %config.name);
+    // `worker_name`, not `name`: JSON logs give each span a `name` (its own).
+    let span =
+        tracing::info_span!("worker", worker_id = %answer.worker_id, worker_name = %config.name);
     let leaser = Leaser {
         shared,
         id_tx,

@@ -101,13 +101,17 @@ enum Output {
     Searched(Searched),
 }
 
-/// The span every log line of a task attempt carries.
-fn task_span(assignment: &pb::TaskAssignment) -> tracing::Span {
+/// The span every log line of a task attempt carries: its ids, and the id
+/// of the worker it was leased to (the worker's own span, its parent, has
+/// the current one should the coordinator hand out a new id meanwhile).
+fn task_span(shared: &Shared, assignment: &pb::TaskAssignment) -> tracing::Span {
+    let worker_id = shared.worker_id.borrow().clone();
     tracing::info_span!(
         "task",
-        task_id = %assignment.task_id,
         job_id = %assignment.job_id,
-        attempt = assignment.attempt
+        task_id = %assignment.task_id,
+        attempt = assignment.attempt,
+        worker_id = %worker_id
     )
 }
 
@@ -118,9 +122,10 @@ pub(crate) async fn run(
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
 ) {
-    let span = task_span(&assignment);
+    let span = task_span(&shared, &assignment);
     async move {
         let started = Instant::now();
+        shared.metrics.task_started();
         let ending = tokio::select! {
             biased;
             () = shared.hard_stop.cancelled() => Ending::Shutdown,
@@ -131,6 +136,12 @@ pub(crate) async fn run(
             e => e,
         };
         let elapsed = started.elapsed();
+        shared.metrics.task_finished(match &ending {
+            Ending::Completed => "completed",
+            Ending::Stopped => "stopped",
+            Ending::Failed { .. } => "failed",
+            Ending::Shutdown => "shutdown",
+        });
         match ending {
             Ending::Completed => tracing::info!(?elapsed, "task completed"),
             Ending::Stopped => tracing::info!(?elapsed, reason = ?control.reason(), "task stopped"),
@@ -175,7 +186,7 @@ pub(crate) async fn refuse(
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
 ) {
-    let span = task_span(&assignment);
+    let span = task_span(&shared, &assignment);
     async move {
         tracing::info!("handing back a task assigned during shutdown");
         fail(
@@ -352,6 +363,7 @@ async fn execute(
                 None => String::new(),
             };
             tracing::info!(outcome = ?t.outcome, epochs_trained = t.epochs_trained, checkpoint = %hash, "training chunk done");
+            shared.metrics.trained(t.epochs_trained, t.train_rows);
             ((&t.outcome).into(), hash, t.epochs_trained)
         }
         Output::Searched(s) => {
@@ -359,6 +371,7 @@ async fn execute(
                 return Ending::Stopped;
             }
             tracing::info!(points = s.points, "line search done");
+            shared.metrics.searched(s.points);
             let end: pb::RunEnd = (&RunOutcome::Completed { epoch: 0 }).into();
             (end, String::new(), s.epochs_trained)
         }

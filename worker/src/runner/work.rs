@@ -239,6 +239,8 @@ pub struct Trained {
     pub outcome: RunOutcome,
     /// Epochs completed by this attempt.
     pub epochs_trained: u32,
+    /// Training examples per epoch.
+    pub train_rows: usize,
     /// The encoded checkpoint at the end (absent when stopped).
     pub checkpoint: Option<Vec<u8>>,
 }
@@ -307,6 +309,7 @@ pub fn train(
             .get_or_load(&task.run.data, &engine.device)?;
         (data, None)
     };
+    let train_rows = data.train.len;
     let mut trainer = match checkpoint {
         Some((hash, bytes)) => {
             let ck = Checkpoint::decode(bytes, Some(hash), &engine.device)?;
@@ -351,6 +354,7 @@ pub fn train(
     Ok(Trained {
         outcome,
         epochs_trained,
+        train_rows,
         checkpoint,
     })
 }
