@@ -101,8 +101,9 @@ enum Command {
         )]
         data_roots: Vec<PathBuf>,
         /// Where the web pages (jobs, workers, live reports, gallery) and
-        /// Prometheus `/metrics` are served: an address, `auto` (the gRPC
-        /// address with port + 1, e.g. 50052) or `off`.
+        /// Prometheus `/metrics` are served (plain HTTP): an address, `auto`
+        /// (the gRPC address with port + 1, e.g. 50052; on 127.0.0.1 when
+        /// TLS is on) or `off`.
         #[arg(long, env = "RIDGELINE_HTTP_LISTEN", default_value = "auto")]
         http_listen: String,
         /// Mutual TLS: workers must present a client certificate signed by
@@ -158,11 +159,17 @@ fn init_logs(format: &str) {
 }
 
 /// `--http-listen`: `off`, `auto` (the gRPC address, port + 1) or an
-/// address.
-fn http_address(value: &str, grpc: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+/// address. The pages are plain HTTP: with TLS on, `auto` keeps them (and
+/// the token cookie) on this machine; an explicit address is the
+/// operator's choice (e.g. behind a TLS proxy).
+fn http_address(value: &str, grpc: SocketAddr, tls: bool) -> anyhow::Result<Option<SocketAddr>> {
     match value.trim() {
         "off" => Ok(None),
         "auto" => match grpc.port().checked_add(1) {
+            Some(port) if tls => Ok(Some(SocketAddr::new(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                port,
+            ))),
             Some(port) => Ok(Some(SocketAddr::new(grpc.ip(), port))),
             None => {
                 anyhow::bail!("--http-listen auto: the gRPC port is the last one; give an address")
@@ -236,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            config.http = http_address(&http_listen, listener.local_addr()?)?;
+            config.http = http_address(&http_listen, listener.local_addr()?, config.tls.is_some())?;
             config.http_optional = http_listen.trim() == "auto";
             // Print the bound address (port 0 picks one) for scripts.
             println!("listening on {}", listener.local_addr()?);
@@ -342,17 +349,24 @@ mod tests {
     fn the_http_address_follows_the_grpc_one() {
         let grpc: SocketAddr = "10.0.0.5:50051".parse().unwrap();
         assert_eq!(
-            http_address("auto", grpc).unwrap(),
+            http_address("auto", grpc, false).unwrap(),
             Some("10.0.0.5:50052".parse().unwrap())
         );
-        assert_eq!(http_address("off", grpc).unwrap(), None);
         assert_eq!(
-            http_address("0.0.0.0:8080", grpc).unwrap(),
+            http_address("auto", grpc, true).unwrap(),
+            Some("127.0.0.1:50052".parse().unwrap()),
+            "plain-HTTP pages stay on this machine when TLS is on"
+        );
+        assert_eq!(http_address("off", grpc, false).unwrap(), None);
+        assert_eq!(
+            http_address("0.0.0.0:8080", grpc, true).unwrap(),
             Some("0.0.0.0:8080".parse().unwrap())
         );
-        let e = http_address("nowhere", grpc).unwrap_err().to_string();
+        let e = http_address("nowhere", grpc, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--http-listen") && e.contains("nowhere"), "{e}");
-        assert!(http_address("auto", "10.0.0.5:65535".parse().unwrap()).is_err());
+        assert!(http_address("auto", "10.0.0.5:65535".parse().unwrap(), false).is_err());
     }
 
     #[test]
