@@ -121,17 +121,36 @@ impl Scheduler {
             }
             let mut tasks = vec![];
             if free > 0 {
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT {cols} FROM tasks t JOIN jobs j ON j.id = t.job_id
-                     WHERE t.state = 'pending' AND j.state IN ('queued', 'running')
-                       AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
-                       AND (j.device = 'any' OR (j.device = 'cpu' AND ?1 = 'cpu') OR (j.device = 'cuda' AND ?1 LIKE 'cuda%'))
-                     ORDER BY j.created_ms, t.ordinal LIMIT ?2",
-                    cols = TASK_COLS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
-                ))?;
-                let picked = st
-                    .query_map(params![device, free as i64], store::task_row)?
+                // Oldest job first, each job's tasks in order: the (few)
+                // active jobs in order, then each one's runnable tasks by
+                // the (job_id, state, ordinal) index, stopping as soon as
+                // the free slots are filled. The cost does not grow with
+                // the queue (one sorted scan of every pending task did).
+                let mut jobs_st = tx.prepare_cached(
+                    "SELECT id FROM jobs WHERE state IN ('queued', 'running')
+                       AND (device = 'any' OR (device = 'cpu' AND ?1 = 'cpu') OR (device = 'cuda' AND ?1 LIKE 'cuda%'))
+                     ORDER BY created_ms, id",
+                )?;
+                let active = jobs_st
+                    .query_map([&device], |r| r.get::<_, String>(0))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {TASK_COLS} FROM tasks t
+                     WHERE t.job_id = ?1 AND t.state = 'pending'
+                       AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
+                     ORDER BY t.ordinal LIMIT ?2"
+                ))?;
+                let mut picked = vec![];
+                for job in &active {
+                    let left = free - picked.len();
+                    if left == 0 {
+                        break;
+                    }
+                    picked.extend(
+                        st.query_map(params![job, left as i64], store::task_row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()?,
+                    );
+                }
                 for mut t in picked {
                     let mut spec = TaskSpec::from_json(&t.spec)
                         .map_err(|e| CoordError::Storage(format!("task {} has a corrupt spec: {e}", t.id)))?;

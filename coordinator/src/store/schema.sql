@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, ordinal);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
+-- A job's open tasks in order (Lease's pick, Complete's "anything left?").
+CREATE INDEX IF NOT EXISTS tasks_by_job_state ON tasks(job_id, state, ordinal);
 
 -- The job's event log, as WatchJob streams it (prost-encoded JobEvent).
 CREATE TABLE IF NOT EXISTS events (
