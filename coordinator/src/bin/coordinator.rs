@@ -90,6 +90,10 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, env = "RIDGELINE_SERVER_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Mutual TLS: workers must present a client certificate signed by
+        /// this CA (PEM). Clients need none.
+        #[arg(long, env = "RIDGELINE_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
         /// Accept job data files only from under this directory (repeat for
         /// several; `artifact:` uploads are always allowed) [default: any
         /// path].
@@ -106,10 +110,6 @@ enum Command {
         /// TLS is on) or `off`.
         #[arg(long, env = "RIDGELINE_HTTP_LISTEN", default_value = "auto")]
         http_listen: String,
-        /// Mutual TLS: workers must present a client certificate signed by
-        /// this CA (PEM). Clients need none.
-        #[arg(long, env = "RIDGELINE_TLS_CLIENT_CA", requires = "tls_cert")]
-        tls_client_ca: Option<PathBuf>,
     },
     /// Make a self-signed TLS set for a lab: a CA, a server certificate for
     /// the head node and a worker client certificate.

@@ -80,6 +80,9 @@ struct Args {
     /// requires one (`serve --tls-client-ca`).
     #[arg(long, env = "RIDGELINE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RIDGELINE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Read job data files only from under this directory (repeat for
     /// several; uploaded `artifact:` files are always allowed) [default:
     /// any path this worker can read].
@@ -94,9 +97,6 @@ struct Args {
     /// points) at http://ADDR/metrics [default: not served].
     #[arg(long, value_name = "ADDR", env = "RIDGELINE_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "RIDGELINE_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
     /// Log lines as text or as JSON objects with their spans (task lines
     /// carry job_id, task_id, attempt and worker_id; filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
