@@ -6,6 +6,7 @@
 //!     cargo bench -p ridgeline-coordinator --bench load                      # 200 workers, 5,000 instant tasks; overhead 2,000 × 100 ms on 200 slots
 //!     cargo bench -p ridgeline-coordinator --bench load -- --workers 1000
 //!     cargo bench -p ridgeline-coordinator --bench load -- --ray --no-load   # overhead as the issue states it: 10,000 × 1 s on 1,000 slots
+//!     cargo bench -p ridgeline-coordinator --bench load -- --scaling --no-load --no-overhead   # a line search on 1, 2, 4, 8 workers
 //!     cargo bench -p ridgeline-coordinator --bench load -- --smoke           # CI: a few seconds, checks the figures are produced
 //!
 //! Two runs, each against its own fresh coordinator:
@@ -21,6 +22,11 @@
 //! * **overhead**: `--overhead-tasks K` tasks of `--overhead-ms T` ms on
 //!   `--overhead-slots N` one-slot workers; wall time from the first lease to
 //!   the last acknowledged Complete against the ideal K·T/N.
+//!
+//! * **scaling** (`--scaling`): one line search of `--scaling-points` P
+//!   (64) points, one point per task, each costing `--scaling-ms` T (250)
+//!   ms, on 1, 2, 4 and 8 one-slot workers: its wall time against the
+//!   ideal ⌈P / N⌉ · T.
 //!
 //! Other flags: `--heartbeat SECS` (the coordinator's `--heartbeat`,
 //! default 3), `--data-in DIR` (where the temporary data directory goes,
@@ -70,13 +76,15 @@ struct Args {
     heartbeat: f64,
     load: bool,
     overhead: Option<(usize, u64, usize)>,
+    /// A line search's points and the cost of one, for the scaling table.
+    scaling: Option<(usize, u64)>,
     data_in: Option<PathBuf>,
     smoke: bool,
 }
 
 const USAGE: &str = "usage: load [--smoke] [--workers N] [--slots S] [--tasks K] [--task-ms T] \
 [--per-channel C] [--heartbeat SECS] [--overhead-tasks K] [--overhead-ms T] [--overhead-slots N] \
-[--ray] [--no-load] [--no-overhead] [--data-in DIR]";
+[--ray] [--no-load] [--no-overhead] [--scaling] [--scaling-points P] [--scaling-ms T] [--data-in DIR]";
 
 fn parse_args() -> Result<Args> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -91,6 +99,7 @@ fn parse_args() -> Result<Args> {
             heartbeat: 1.0,
             load: true,
             overhead: Some((100, 20, 20)),
+            scaling: Some((8, 20)),
             data_in: None,
             smoke,
         }
@@ -104,6 +113,7 @@ fn parse_args() -> Result<Args> {
             heartbeat: 3.0,
             load: true,
             overhead: Some((2_000, 100, 200)),
+            scaling: None,
             data_in: None,
             smoke,
         }
@@ -116,6 +126,8 @@ fn parse_args() -> Result<Args> {
     }
     let mut overhead = a.overhead.unwrap_or((0, 0, 0));
     let mut no_overhead = false;
+    let mut scaling = a.scaling.unwrap_or((64, 250));
+    let mut with_scaling = a.scaling.is_some();
     while let Some(flag) = it.next() {
         match flag.as_str() {
             // `cargo bench` passes --bench to harness = false benches.
@@ -133,6 +145,15 @@ fn parse_args() -> Result<Args> {
             "--no-load" => a.load = false,
             "--no-overhead" => no_overhead = true,
             "--data-in" => a.data_in = Some(value(&flag, it.next())?),
+            "--scaling" => with_scaling = true,
+            "--scaling-points" => {
+                scaling.0 = value(&flag, it.next())?;
+                with_scaling = true;
+            }
+            "--scaling-ms" => {
+                scaling.1 = value(&flag, it.next())?;
+                with_scaling = true;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -141,6 +162,10 @@ fn parse_args() -> Result<Args> {
         }
     }
     a.overhead = (!no_overhead).then_some(overhead);
+    a.scaling = with_scaling.then_some(scaling);
+    if scaling.0 == 0 || scaling.1 == 0 {
+        bail!("--scaling-points and --scaling-ms must be at least 1");
+    }
     if a.workers == 0 || a.slots == 0 || a.tasks == 0 || a.per_channel == 0 {
         bail!("--workers, --slots, --tasks and --per-channel must be at least 1");
     }
@@ -1189,6 +1214,32 @@ fn overhead_row(o: &Outcome) -> String {
     )
 }
 
+/// A line search's wall time on 1, 2, 4, 8 workers against the ideal.
+fn scaling_table(points: usize, ms: u64, rows: &[(usize, f64, u64)]) -> String {
+    let mut t = format!(
+        "\nline search of {points} points (one per task, {ms} ms each) on N one-slot workers:\n\n\
+         | workers | wall | ideal ⌈P/N⌉·T | over ideal | speed-up vs 1 worker | efficiency |\n\
+         |---:|---:|---:|---:|---:|---:|\n"
+    );
+    let one = rows.first().map_or(f64::NAN, |r| r.1);
+    for &(n, wall, lost) in rows {
+        let ideal = points.div_ceil(n) as f64 * ms as f64 / 1e3;
+        let speedup = one / wall;
+        let _ = writeln!(
+            t,
+            "| {n} | {wall:.2} s | {ideal:.2} s | {:+.1} % | {speedup:.2}× | {:.0} %{} |",
+            (wall / ideal - 1.0) * 100.0,
+            speedup / n as f64 * 100.0,
+            if lost > 0 {
+                format!(" ({lost} leases lost)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    t
+}
+
 async fn main_async(args: Args) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -1221,6 +1272,14 @@ async fn main_async(args: Args) -> Result<()> {
             out.push_str("| figure | measured | goal | |\n|---|---|---|---|\n");
         }
         out.push_str(&overhead_row(&o));
+    }
+    if let Some((points, ms)) = args.scaling {
+        let mut rows = vec![];
+        for n in [1, 2, 4, 8] {
+            let o = run_once(&args, n, 1, points, ms, false, &format!("scaling on {n}")).await?;
+            rows.push((n, o.wall.as_secs_f64(), o.lost));
+        }
+        out.push_str(&scaling_table(points, ms, &rows));
     }
     println!("\n{out}");
     Ok(())

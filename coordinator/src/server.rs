@@ -10,7 +10,6 @@ use ridgeline_common::proto::v1::job_service_server::JobServiceServer;
 use ridgeline_common::proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::artifacts::ArtifactStore;
@@ -81,9 +80,9 @@ pub async fn serve(
     let store = Store::open(&config.data_dir)?;
     let artifacts = Arc::new(ArtifactStore::open(&config.data_dir)?);
     let scheduler = Arc::new(
-        Scheduler::new(store, config.scheduler).with_data_roots(config.data_roots.clone()),
+        Scheduler::new(store, config.scheduler)?.with_data_roots(config.data_roots.clone()),
     );
-    scheduler.recover()?;
+    scheduler.recover().await?;
     // Everything that can refuse to start is checked before anything is
     // spawned.
     let mut builder = tonic::transport::Server::builder()
@@ -148,18 +147,13 @@ pub async fn serve(
                         // leases a fresh TTL instead of expiring them all.
                         let stalled = last.elapsed() > every * 2 + ttl_half;
                         last = std::time::Instant::now();
-                        match tokio::task::spawn_blocking(move || {
-                            if stalled {
-                                s.recover().map(|_| 0)
-                            } else {
-                                s.expire_leases()
-                            }
-                        })
-                        .await
-                        {
-                            Ok(Err(e)) => tracing::error!(error = %e, "lease sweep failed"),
-                            Err(e) => tracing::error!(error = %e, "lease sweep panicked"),
-                            Ok(Ok(_)) => {}
+                        let swept = if stalled {
+                            s.recover().await.map(|_| 0)
+                        } else {
+                            s.expire_leases().await
+                        };
+                        if let Err(e) = swept {
+                            tracing::error!(error = %e, "lease sweep failed");
                         }
                     }
                 }
@@ -205,7 +199,12 @@ pub async fn serve(
         .add_service(crate::interop::reflection_v1())
         .add_service(crate::interop::reflection_v1alpha())
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // TCP_NODELAY: tonic's own setting is ignored for an incoming
+            // stream, and without it a small answer written in two pieces
+            // waited for the client's delayed ACK (~40 ms per call).
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
             shutdown.clone().cancelled_owned(),
         )
         .await

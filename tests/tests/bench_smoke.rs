@@ -106,6 +106,9 @@ fn the_load_generator_prints_every_figure() {
         "| memory per task",
         "| events/s to one watcher",
         "| scheduling overhead",
+        "| workers | wall | ideal",
+        "| 1 | ",
+        "| 8 | ",
     ] {
         assert!(stdout.contains(figure), "no `{figure}` row in:\n{stdout}");
     }

@@ -10,7 +10,7 @@ use ridgeline_common::{TaskId, WorkerId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::transitions::{clip, finish_job, later_chunks, requeue_or_fail, Setback};
-use super::{job_change, now_ms, task_event, Published, Scheduler};
+use super::{job_change, now_ms, task_event, Published, Scheduler, SchedulerConfig};
 use crate::error::{CoordError, Result};
 use crate::store::{self, TaskRow, TASK_COLS};
 
@@ -18,7 +18,7 @@ use crate::store::{self, TaskRow, TASK_COLS};
 const MAX_SLOTS: u32 = 1024;
 
 impl Scheduler {
-    pub fn register(&self, req: &pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+    pub async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
         if req.protocol_version != PROTOCOL_VERSION {
             return Err(CoordError::FailedPrecondition(format!(
                 "this coordinator speaks protocol version {PROTOCOL_VERSION}; the worker speaks {}: upgrade the \
@@ -45,22 +45,24 @@ impl Scheduler {
         // A worker coming back after a cut keeps its id, so the leases it
         // still holds stay valid.
         let previous = WorkerId::parse("previous_worker_id", &req.previous_worker_id).ok();
-        let id = self.write(|tx, _| {
+        let name = clip(&req.name, 200);
+        let (device, slots, memory) = (req.device.clone(), req.slots, req.memory_bytes as i64);
+        let id = self.write(move |tx, _| {
             let known = match previous {
-                Some(p) => tx
-                    .query_row("SELECT id FROM workers WHERE id = ?1", [p.to_string()], |r| r.get::<_, String>(0))
+                Some(p) => store::one(tx, "SELECT id FROM workers WHERE id = ?1", [p.to_string()], |r| r.get::<_, String>(0))
                     .optional()?,
                 None => None,
             };
             let id = known.unwrap_or_else(|| WorkerId::new().to_string());
-            tx.execute(
+            store::exec(tx,
                 "INSERT INTO workers(id, name, device, slots, memory, registered_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                  ON CONFLICT(id) DO UPDATE SET name = ?2, device = ?3, slots = ?4, memory = ?5, last_seen_ms = ?6",
-                params![id, clip(&req.name, 200), req.device, req.slots, req.memory_bytes as i64, now],
+                params![id, name, device, slots, memory, now],
             )?;
             Ok(id)
-        })?;
+        })
+        .await?;
         tracing::info!(worker_id = %id, name = %req.name, device = %req.device, slots = req.slots, "worker registered");
         Ok(pb::RegisterResponse {
             worker_id: id,
@@ -71,7 +73,7 @@ impl Scheduler {
 
     /// The heartbeat: renews the worker's leases, tells it what to stop, and
     /// hands it up to `free_slots` runnable tasks.
-    pub fn lease(&self, req: &pb::LeaseRequest) -> Result<pb::LeaseResponse> {
+    pub async fn lease(&self, req: pb::LeaseRequest) -> Result<pb::LeaseResponse> {
         let _timer = self.metrics().lease_timer();
         let worker = WorkerId::parse("worker_id", &req.worker_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
@@ -84,9 +86,8 @@ impl Scheduler {
         }
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        self.write(|tx, published| {
-            let (device, slots, quarantined_until): (String, u32, i64) = tx
-                .query_row("SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&worker], |r| {
+        self.write(move |tx, published| {
+            let (device, slots, quarantined_until): (String, u32, i64) = store::one(tx, "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&worker], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?
@@ -99,11 +100,10 @@ impl Scheduler {
             } else {
                 req.free_slots.min(slots.saturating_sub(held)) as usize
             };
-            tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
+            store::exec(tx, "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
             let mut stop = vec![];
             for r in &req.running {
-                let current = tx
-                    .query_row(
+                let current = store::one(tx,
                         "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
                         [&r.task_id],
                         |row| Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
@@ -111,7 +111,7 @@ impl Scheduler {
                     .optional()?;
                 match current {
                     Some((attempt, state, w)) if attempt == r.attempt && state == "leased" && w == worker => {
-                        tx.execute(
+                        store::exec(tx,
                             "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
                             params![r.task_id, now + ttl],
                         )?;
@@ -126,13 +126,15 @@ impl Scheduler {
                 // the (job_id, state, ordinal) index, stopping as soon as
                 // the free slots are filled. The cost does not grow with
                 // the queue (one sorted scan of every pending task did).
+                // (The worker's kind is worked out here: a `LIKE ?` in the
+                // query made SQLite prepare it again on every call.)
+                let kind = if device.starts_with("cuda") { "cuda" } else { "cpu" };
                 let mut jobs_st = tx.prepare_cached(
-                    "SELECT id FROM jobs WHERE state IN ('queued', 'running')
-                       AND (device = 'any' OR (device = 'cpu' AND ?1 = 'cpu') OR (device = 'cuda' AND ?1 LIKE 'cuda%'))
-                     ORDER BY created_ms, id",
+                    "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND device IN ('any', ?1)
+                     ORDER BY created_ms, rowid",
                 )?;
                 let active = jobs_st
-                    .query_map([&device], |r| r.get::<_, String>(0))?
+                    .query_map([kind], |r| r.get::<_, String>(0))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut st = tx.prepare_cached(&format!(
                     "SELECT {TASK_COLS} FROM tasks t
@@ -152,29 +154,29 @@ impl Scheduler {
                     );
                 }
                 for mut t in picked {
-                    let mut spec = TaskSpec::from_json(&t.spec)
-                        .map_err(|e| CoordError::Storage(format!("task {} has a corrupt spec: {e}", t.id)))?;
-                    if let (TaskSpec::Train(train), Some(after)) = (&mut spec, &t.after) {
-                        let ckpt: String =
-                            tx.query_row("SELECT checkpoint FROM tasks WHERE id = ?1", [after], |r| r.get(0))?;
-                        if ckpt.is_empty() {
-                            // Cannot happen through Complete's checks; if the
-                            // store says so anyway, fail this job rather
-                            // than every Lease call.
-                            let msg = format!("the previous chunk ({after}) left no checkpoint to continue from");
-                            requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
-                            continue;
+                    // The stored spec goes out as it is, unless it is a
+                    // chunk that continues from its predecessor's checkpoint.
+                    let mut spec_json = std::mem::take(&mut t.spec);
+                    if let Some(after) = &t.after {
+                        match continued(tx, &t.id, &spec_json, after)? {
+                            Ok(json) => spec_json = json,
+                            Err(msg) => {
+                                // Cannot happen through Complete's checks; if
+                                // the store says so anyway, fail this job
+                                // rather than every Lease call.
+                                requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+                                continue;
+                            }
                         }
-                        train.checkpoint = Some(ckpt);
                     }
-                    tx.execute(
+                    store::exec(tx,
                         "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3 WHERE id = ?1",
                         params![t.id, worker, now + ttl],
                     )?;
                     t.worker_id = worker.clone();
-                    let job_state: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
+                    let job_state: String = store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
                     if job_state == "queued" {
-                        tx.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", [&t.job_id])?;
+                        store::exec(tx, "UPDATE jobs SET state = 'running' WHERE id = ?1", [&t.job_id])?;
                         let ev = store::append_event(tx, &t.job_id, now, job_change("running", "first task leased"))?;
                         published.push(Published {
                             job_id: t.job_id.clone(),
@@ -191,12 +193,13 @@ impl Scheduler {
                         task_id: t.id.clone(),
                         attempt: t.attempt,
                         job_id: t.job_id.clone(),
-                        spec_json: spec.to_json(),
+                        spec_json,
                     });
                 }
             }
             Ok(pb::LeaseResponse { tasks, stop })
         })
+        .await
     }
 
     /// The task row if `worker` holds its `attempt`; otherwise the refusal.
@@ -208,14 +211,14 @@ impl Scheduler {
     ) -> Result<TaskRow> {
         let id = TaskId::parse("task_id", task_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
-        let t = tx
-            .query_row(
-                &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
-                [id.to_string()],
-                store::task_row,
-            )
-            .optional()?
-            .ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
+        let t = store::one(
+            tx,
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+            [id.to_string()],
+            store::task_row,
+        )
+        .optional()?
+        .ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
         if t.state != "leased" || t.attempt != attempt || t.worker_id != worker {
             return Err(CoordError::FailedPrecondition(format!(
                 "task {id} attempt {attempt} is not leased to worker {} (the task is {} at attempt {}): \
@@ -229,7 +232,7 @@ impl Scheduler {
     }
 
     /// Stores one report of measurements (idempotent by seq).
-    pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse> {
+    pub async fn report(&self, req: pb::ReportRequest) -> Result<pb::ReportResponse> {
         if req.items.len() > 10_000 {
             return Err(CoordError::InvalidArgument(
                 "`items`: more than 10000 in one report".into(),
@@ -242,17 +245,17 @@ impl Scheduler {
         }
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        self.write(|tx, published| {
+        self.write(move |tx, published| {
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
             for (i, item) in req.items.iter().enumerate() {
                 check_fits(&spec, i, item)?;
             }
-            tx.execute(
+            store::exec(tx,
                 "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
                 params![t.id, now + ttl],
             )?;
-            let fresh = tx.execute(
+            let fresh = store::exec(tx,
                 "INSERT OR IGNORE INTO reports(task_id, attempt, seq) VALUES (?1, ?2, ?3)",
                 params![t.id, req.attempt, req.seq as i64],
             )? == 1;
@@ -271,7 +274,7 @@ impl Scheduler {
                         Some(pb::progress::Kind::Data(_)) => ("data", 0),
                         None => return Err(CoordError::InvalidArgument("`items.kind`: is missing".into())),
                     };
-                    tx.execute(
+                    store::exec(tx,
                         "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![t.job_id, t.curve, kind, key, item.encode_to_vec(), t.id, t.attempt],
@@ -283,12 +286,13 @@ impl Scheduler {
                     });
                 }
             }
-            let job_state: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
+            let job_state: String = store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
             Ok(pb::ReportResponse {
                 stored: fresh,
                 stop: job_state == "cancelled",
             })
         })
+        .await
         .inspect(|r| {
             if r.stored {
                 self.metrics().report_stored();
@@ -296,7 +300,7 @@ impl Scheduler {
         })
     }
 
-    pub fn complete(&self, req: &pb::CompleteRequest) -> Result<()> {
+    pub async fn complete(&self, req: pb::CompleteRequest) -> Result<()> {
         let now = now_ms();
         let end = req
             .end
@@ -304,7 +308,7 @@ impl Scheduler {
             .ok_or_else(|| CoordError::InvalidArgument("`end`: is missing".into()))?;
         let outcome = ridgeline_common::RunOutcome::try_from(end.clone())
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
-        self.write(|tx, published| {
+        self.write(move |tx, published| {
             // A resent completion of an attempt already done is acknowledged.
             if let Some(t) = store::get_task(tx, &req.task_id)? {
                 if t.state == "done" && t.attempt == req.attempt && t.worker_id == req.worker_id {
@@ -331,8 +335,7 @@ impl Scheduler {
                         clip(&req.checkpoint_hash, 80)
                     ))
                 })?;
-                let known = tx
-                    .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&req.checkpoint_hash], |_| Ok(()))
+                let known = store::one(tx, "SELECT 1 FROM artifacts WHERE hash = ?1", [&req.checkpoint_hash], |_| Ok(()))
                     .optional()?;
                 if known.is_none() {
                     return Err(CoordError::InvalidArgument(format!(
@@ -341,15 +344,15 @@ impl Scheduler {
                     )));
                 }
             }
-            tx.execute(
+            store::exec(tx,
                 "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '' WHERE id = ?1",
                 params![t.id, req.checkpoint_hash],
             )?;
-            tx.execute(
+            store::exec(tx,
                 "UPDATE jobs SET epochs_trained = epochs_trained + ?2 WHERE id = ?1",
                 params![t.job_id, req.epochs_trained as i64],
             )?;
-            tx.execute(
+            store::exec(tx,
                 "UPDATE workers SET tasks_done = tasks_done + 1, failures_in_row = 0 WHERE id = ?1",
                 [&req.worker_id],
             )?;
@@ -366,7 +369,7 @@ impl Scheduler {
                     attempt: t.attempt,
                 };
                 if matches!(spec, TaskSpec::Train(_)) {
-                    tx.execute(
+                    store::exec(tx,
                         "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
                          VALUES (?1, ?2, 'end', 0, ?3, ?4, ?5)",
                         params![t.job_id, t.curve, item.encode_to_vec(), t.id, t.attempt],
@@ -382,7 +385,7 @@ impl Scheduler {
                 // The rest of this run has nothing to continue from.
                 let rest = later_chunks(tx, &t)?;
                 for r in rest {
-                    tx.execute("UPDATE tasks SET state = 'cancelled', error = 'the run diverged earlier' WHERE id = ?1", [&r.id])?;
+                    store::exec(tx, "UPDATE tasks SET state = 'cancelled', error = 'the run diverged earlier' WHERE id = ?1", [&r.id])?;
                     let ev = store::append_event(tx, &t.job_id, now, task_event(&r, "cancelled", "the run diverged earlier"))?;
                     published.push(Published {
                         job_id: t.job_id.clone(),
@@ -394,22 +397,27 @@ impl Scheduler {
             // A procedure job decides and plans its next stages; any other
             // job is done when its last task is.
             if !super::procedure::advance(tx, &t.job_id, now, published)? {
-                let open: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+                // EXISTS stops at the first open task (a COUNT read every
+                // pending task of the job on every completion).
+                let open: bool = store::one(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND state IN ('pending', 'leased'))",
                     [&t.job_id],
                     |r| r.get(0),
                 )?;
-                if open == 0 {
+                if !open {
                     finish_job(tx, &t.job_id, "succeeded", "", now, published)?;
                 }
             }
             Ok(())
         })
+        .await
     }
 
-    pub fn fail(&self, req: &pb::FailRequest) -> Result<()> {
+    pub async fn fail(&self, req: pb::FailRequest) -> Result<()> {
         let now = now_ms();
-        self.write(|tx, published| {
+        let config = self.config;
+        self.write(move |tx, published| {
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             let message = clip(&req.message, 2000);
             let kind = if req.handed_back {
@@ -421,51 +429,27 @@ impl Scheduler {
             };
             requeue_or_fail(tx, &t, &message, kind, now, published)?;
             if kind != Setback::HandedBack {
-                self.count_failure(tx, &req.worker_id, &message, now)?;
+                count_failure(&config, tx, &req.worker_id, &message, now)?;
             }
             Ok(())
         })
-    }
-
-    /// One more failed attempt on `worker`; quarantines it when its last
-    /// `quarantine_after` attempts all failed.
-    fn count_failure(&self, tx: &Transaction, worker: &str, message: &str, now: i64) -> Result<()> {
-        let after = self.config.quarantine_after;
-        tx.execute(
-            "UPDATE workers SET failures_in_row = failures_in_row + 1 WHERE id = ?1",
-            [worker],
-        )?;
-        let in_row: u32 = tx.query_row(
-            "SELECT failures_in_row FROM workers WHERE id = ?1",
-            [worker],
-            |r| r.get(0),
-        )?;
-        if after > 0 && in_row >= after {
-            let until = now + self.config.quarantine_for.as_millis() as i64;
-            let reason = format!(
-                "its last {in_row} task attempts failed; last: {}",
-                clip(message, 300)
-            );
-            tx.execute(
-                "UPDATE workers SET quarantined_until = ?2, quarantine_reason = ?3, failures_in_row = 0 WHERE id = ?1",
-                params![worker, until, reason],
-            )?;
-            tracing::warn!(worker_id = %worker, %reason, "worker quarantined");
-        }
-        Ok(())
+        .await
     }
 
     /// After a restart: gives every lease a full TTL from now, so workers
     /// that kept running while the coordinator was down can heartbeat and
     /// carry on instead of losing their task to the first sweep.
-    pub fn recover(&self) -> Result<usize> {
+    pub async fn recover(&self) -> Result<usize> {
         let until = now_ms() + self.config.lease_ttl.as_millis() as i64;
-        let n = self.write(|tx, _| {
-            Ok(tx.execute(
-                "UPDATE tasks SET lease_until = MAX(lease_until, ?1) WHERE state = 'leased'",
-                [until],
-            )?)
-        })?;
+        let n = self
+            .write(move |tx, _| {
+                store::exec(
+                    tx,
+                    "UPDATE tasks SET lease_until = MAX(lease_until, ?1) WHERE state = 'leased'",
+                    [until],
+                )
+            })
+            .await?;
         if n > 0 {
             tracing::info!(leases = n, "leases held over from before the restart");
         }
@@ -473,9 +457,9 @@ impl Scheduler {
     }
 
     /// Hands back the tasks whose lease ran out. Returns how many.
-    pub fn expire_leases(&self) -> Result<usize> {
+    pub async fn expire_leases(&self) -> Result<usize> {
         let now = now_ms();
-        self.write(|tx, published| {
+        self.write(move |tx, published| {
             let mut st = tx.prepare_cached(&format!(
                 "SELECT {TASK_COLS} FROM tasks WHERE state = 'leased' AND lease_until < ?1"
             ))?;
@@ -487,20 +471,25 @@ impl Scheduler {
             }
             Ok(expired.len())
         })
+        .await
         .inspect(|n| self.metrics().leases_expired(*n))
     }
 
     pub fn workers(&self) -> Result<Vec<pb::WorkerInfo>> {
-        let store = self.lock();
+        let conn = self.read();
         let now = now_ms();
         let lost_after = (self.config.lease_ttl.as_millis() as i64).max(1);
+        // Tasks held per worker, in one pass over the leased tasks (through
+        // the state index), not one scan of every task per worker.
+        let running: std::collections::HashMap<String, i64> = conn
+            .prepare_cached(
+                "SELECT worker_id, COUNT(*) FROM tasks WHERE state = 'leased' GROUP BY worker_id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let mut out = vec![];
-        for w in store::all_workers(store.read())? {
-            let running: i64 = store.read().query_row(
-                "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'",
-                [&w.id],
-                |r| r.get(0),
-            )?;
+        for w in store::all_workers(&conn)? {
+            let running = running.get(&w.id).copied().unwrap_or(0);
             out.push(pb::WorkerInfo {
                 worker_id: w.id,
                 name: w.name,
@@ -534,16 +523,84 @@ impl Scheduler {
     }
 
     /// Records an uploaded artifact (its file is already in place).
-    pub fn record_artifact(&self, hash: &str, size: u64) -> Result<()> {
+    pub async fn record_artifact(&self, hash: &str, size: u64) -> Result<()> {
         let now = now_ms();
-        self.write(|tx, _| {
-            tx.execute(
+        let hash = hash.to_string();
+        self.write(move |tx, _| {
+            store::exec(
+                tx,
                 "INSERT OR IGNORE INTO artifacts(hash, size, created_ms) VALUES (?1, ?2, ?3)",
                 params![hash, size as i64, now],
             )?;
             Ok(())
         })
+        .await
     }
+}
+
+/// The spec of a training chunk that continues from `after`: the stored one
+/// with the checkpoint `after` handed on. `Ok(Err(why))` when there is
+/// nothing to continue from.
+fn continued(
+    tx: &Transaction,
+    task_id: &str,
+    spec_json: &str,
+    after: &str,
+) -> Result<std::result::Result<String, String>> {
+    let Ok(TaskSpec::Train(mut train)) = TaskSpec::from_json(spec_json) else {
+        return Ok(Err(format!(
+            "the stored spec of task {task_id} is not a training chunk that can follow {after}"
+        )));
+    };
+    let ckpt: String = store::one(
+        tx,
+        "SELECT checkpoint FROM tasks WHERE id = ?1",
+        [after],
+        |r| r.get(0),
+    )?;
+    if ckpt.is_empty() {
+        return Ok(Err(format!(
+            "the previous chunk ({after}) left no checkpoint to continue from"
+        )));
+    }
+    train.checkpoint = Some(ckpt);
+    Ok(Ok(TaskSpec::Train(train).to_json()))
+}
+
+/// One more failed attempt on `worker`; quarantines it when its last
+/// `quarantine_after` attempts all failed.
+fn count_failure(
+    config: &SchedulerConfig,
+    tx: &Transaction,
+    worker: &str,
+    message: &str,
+    now: i64,
+) -> Result<()> {
+    let after = config.quarantine_after;
+    store::exec(
+        tx,
+        "UPDATE workers SET failures_in_row = failures_in_row + 1 WHERE id = ?1",
+        [worker],
+    )?;
+    let in_row: u32 = store::one(
+        tx,
+        "SELECT failures_in_row FROM workers WHERE id = ?1",
+        [worker],
+        |r| r.get(0),
+    )?;
+    if after > 0 && in_row >= after {
+        let until = now + config.quarantine_for.as_millis() as i64;
+        let reason = format!(
+            "its last {in_row} task attempts failed; last: {}",
+            clip(message, 300)
+        );
+        store::exec(tx,
+            "UPDATE workers SET quarantined_until = ?2, quarantine_reason = ?3, failures_in_row = 0 WHERE id = ?1",
+            params![worker, until, reason],
+        )?;
+        tracing::warn!(worker_id = %worker, %reason, "worker quarantined");
+    }
+    Ok(())
 }
 
 /// Refuses a measurement that the task cannot have made: an epoch of a

@@ -1,6 +1,7 @@
 //! The scheduler: the one owner of job and task state. Every change goes
-//! through a method here, runs as one store transaction, and is published to
-//! watchers only after it is committed.
+//! through a method here, runs as one change of the store's group commit
+//! (its own savepoint in a batch committed with one fsync), and is answered
+//! and published to watchers only after it is committed.
 //!
 //! Task lifecycle (attempt numbers start at 1):
 //!
@@ -28,7 +29,7 @@
 //! * [`transitions`]: the state changes both share (re-queue or fail,
 //!   cancel the rest, finish a job) and the status summary.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::metrics::{Metrics, Snapshot};
@@ -36,11 +37,12 @@ use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::spec::DataRoots;
 use ridgeline_common::JobId;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::broadcast;
 
 use crate::error::{CoordError, Result};
 use crate::planner;
+use crate::store::commit::GroupCommit;
 use crate::store::{self, JobRow, Store, TaskRow};
 
 mod leases;
@@ -89,14 +91,23 @@ pub struct Published {
 }
 
 pub struct Scheduler {
-    /// The store is the state; one lock makes every change a single-writer
-    /// transaction (they are short: a few rows each).
-    store: Mutex<Store>,
+    /// The store is the state. Every change goes to its one writer thread,
+    /// which commits whatever is queued as one transaction.
+    writer: GroupCommit<Published>,
+    /// Reads (status, results, watch catch-up) on their own connection.
+    reader: Mutex<Connection>,
     events: broadcast::Sender<Published>,
     config: SchedulerConfig,
     /// Where a job's data files may be (`serve --data-root`).
     data_roots: DataRoots,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+}
+
+/// A job file parsed, checked and planned: what [`Scheduler::submit`]
+/// stores (the parsing and planning run before, off the async threads).
+pub struct PlannedJob {
+    spec: JobSpec,
+    tasks: Vec<planner::PlannedTask>,
 }
 
 pub fn now_ms() -> i64 {
@@ -149,15 +160,31 @@ fn job_change(state: &str, message: &str) -> pb::job_event::Kind {
 }
 
 impl Scheduler {
-    pub fn new(store: Store, config: SchedulerConfig) -> Scheduler {
+    /// Starts the store's writer thread (it stops when the scheduler is
+    /// dropped, after committing what was already sent).
+    pub fn new(store: Store, config: SchedulerConfig) -> Result<Scheduler> {
         let (events, _) = broadcast::channel(4096);
-        Scheduler {
-            store: Mutex::new(store),
+        let metrics = Arc::new(Metrics::new());
+        let reader = store.reader()?;
+        let writer = {
+            let events = events.clone();
+            let metrics = metrics.clone();
+            GroupCommit::start(store.into_connection(), move |published: Vec<Published>| {
+                metrics.committed(published.iter().map(|p| &p.event));
+                for p in published {
+                    // No receiver is fine: nobody is watching.
+                    let _ = events.send(p);
+                }
+            })?
+        };
+        Ok(Scheduler {
+            writer,
+            reader: Mutex::new(reader),
             events,
             config,
             data_roots: DataRoots::any(),
-            metrics: Metrics::new(),
-        }
+            metrics,
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -170,8 +197,8 @@ impl Scheduler {
         const JOBS: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
         const WORKERS: [&str; 3] = ["active", "lost", "quarantined"];
         let count = |table: &str, states: [&'static str; 5]| -> Result<Vec<(&'static str, i64)>> {
-            let store = self.lock();
-            let mut st = store.read().prepare(&format!(
+            let conn = self.read();
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT state, COUNT(*) FROM {table} GROUP BY state"
             ))?;
             let rows = st
@@ -204,25 +231,19 @@ impl Scheduler {
         self.config
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        // A panic while holding the lock cannot leave a half-done change:
-        // the transaction is rolled back when it is dropped.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    /// The read connection (reads are short; a panic while holding it
+    /// leaves nothing half-done: it never writes).
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a write transaction and publishes the events it appended.
-    fn write<T>(
+    /// Runs a change on the store's writer; answers once it is committed,
+    /// after the events it appended are published.
+    async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction, &mut Vec<Published>) -> Result<T>,
+        f: impl FnOnce(&Transaction, &mut Vec<Published>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let mut published = vec![];
-        let out = self.lock().write(|tx| f(tx, &mut published))?;
-        self.metrics.committed(published.iter().map(|p| &p.event));
-        for p in published {
-            // No receiver is fine: nobody is watching.
-            let _ = self.events.send(p);
-        }
-        Ok(out)
+        self.writer.run(Box::new(f)).await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
@@ -231,8 +252,9 @@ impl Scheduler {
 
     // ------------------------------------------------------------ jobs
 
-    /// Validates and stores a job with all its tasks, atomically.
-    pub fn submit(&self, text: &str, format: JobFormat) -> Result<JobId> {
+    /// Parses, checks and plans a job file (CPU and file checks: call it
+    /// off the async threads), for [`Scheduler::submit`].
+    pub fn plan_job(&self, text: &str, format: JobFormat) -> Result<PlannedJob> {
         if text.len() > 1 << 20 {
             return Err(CoordError::InvalidArgument(
                 "`text`: the job file is larger than 1 MiB".into(),
@@ -249,7 +271,6 @@ impl Scheduler {
                     ))
                 })?;
                 let known = self
-                    .lock()
                     .read()
                     .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&hash], |_| {
                         Ok(())
@@ -283,21 +304,35 @@ impl Scheduler {
                 "the job has nothing to run".into(),
             ));
         }
+        Ok(PlannedJob { spec, tasks })
+    }
+
+    /// Stores a planned job with all its tasks, atomically.
+    pub async fn submit(&self, job: PlannedJob) -> Result<JobId> {
+        let PlannedJob { spec, tasks } = job;
         let id = JobId::new();
         let now = now_ms();
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| CoordError::InvalidArgument(format!("job: {e}")))?;
-        self.write(|tx, published| {
-            tx.execute(
+        let (name, kind, device, max_attempts) = (
+            spec.display_name(),
+            spec.kind.as_str(),
+            spec.device.as_str(),
+            spec.max_attempts,
+        );
+        let n_tasks = tasks.len();
+        self.write(move |tx, published| {
+            store::exec(
+                tx,
                 "INSERT INTO jobs(id, name, kind, spec, state, device, max_attempts, created_ms)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
                 params![
                     id.to_string(),
-                    spec.display_name(),
-                    spec.kind.as_str(),
+                    name,
+                    kind,
                     spec_json,
-                    spec.device.as_str(),
-                    spec.max_attempts,
+                    device,
+                    max_attempts,
                     now
                 ],
             )?;
@@ -309,15 +344,16 @@ impl Scheduler {
                 event: ev,
             });
             Ok(())
-        })?;
-        tracing::info!(job_id = %id, kind = spec.kind.as_str(), tasks = tasks.len(), "job submitted");
+        })
+        .await?;
+        tracing::info!(job_id = %id, kind, tasks = n_tasks, "job submitted");
         Ok(id)
     }
 
     /// A job's decisions (procedure jobs), in the order they were made.
     pub fn decisions(&self, job_id: &str) -> Result<Vec<pb::Decision>> {
         let job = self.require_job(job_id)?;
-        Ok(store::job_decisions(self.lock().read(), &job.id)?
+        Ok(store::job_decisions(&self.read(), &job.id)?
             .into_iter()
             .map(|d| d.decision)
             .collect())
@@ -326,22 +362,22 @@ impl Scheduler {
     fn require_job(&self, job_id: &str) -> Result<JobRow> {
         let id = JobId::parse("job_id", job_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
-        store::get_job(self.lock().read(), &id.to_string())?
+        store::get_job(&self.read(), &id.to_string())?
             .ok_or_else(|| CoordError::NotFound(format!("no job {id}")))
     }
 
     /// The job's state with per-stage and per-task progress.
     pub fn job_status(&self, job_id: &str) -> Result<pb::JobStatus> {
         let job = self.require_job(job_id)?;
-        let tasks = store::job_tasks(self.lock().read(), &job.id)?;
+        let tasks = store::job_tasks(&self.read(), &job.id)?;
         Ok(status_of(&job, &tasks, true))
     }
 
     pub fn list_jobs(&self) -> Result<Vec<pb::JobStatus>> {
-        let store = self.lock();
+        let conn = self.read();
         let mut out = vec![];
-        for job in store::all_jobs(store.read())? {
-            let tasks = store::job_tasks(store.read(), &job.id)?;
+        for job in store::all_jobs(&conn)? {
+            let tasks = store::job_tasks(&conn, &job.id)?;
             out.push(status_of(&job, &tasks, false));
         }
         Ok(out)
@@ -349,46 +385,52 @@ impl Scheduler {
 
     /// Stored events of a job after `seq`, and whether the job has ended.
     pub fn events_after(&self, job_id: &str, seq: u64) -> Result<(Vec<pb::JobEvent>, bool)> {
-        let store = self.lock();
-        let job = store::get_job(store.read(), job_id)?
+        let conn = self.read();
+        let job = store::get_job(&conn, job_id)?
             .ok_or_else(|| CoordError::NotFound(format!("no job {job_id}")))?;
         Ok((
-            store::events_after(store.read(), job_id, seq)?,
+            store::events_after(&conn, job_id, seq)?,
             is_terminal(&job.state),
         ))
     }
 
-    pub fn cancel(&self, job_id: &str) -> Result<pb::JobState> {
-        let job = self.require_job(job_id)?;
+    pub async fn cancel(&self, job_id: &str) -> Result<pb::JobState> {
+        let id = JobId::parse("job_id", job_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
+            .to_string();
         let now = now_ms();
-        let state = self.write(|tx, published| {
-            // Read again under the write lock: the job may have ended since.
-            let state: String =
-                tx.query_row("SELECT state FROM jobs WHERE id = ?1", [&job.id], |r| {
-                    r.get(0)
-                })?;
-            if is_terminal(&state) {
-                return Ok(state);
-            }
-            cancel_rest(tx, &job.id, "job cancelled", now, published)?;
-            finish_job(
-                tx,
-                &job.id,
-                "cancelled",
-                "cancelled by the user",
-                now,
-                published,
-            )?;
-            Ok("cancelled".to_string())
-        })?;
-        tracing::info!(job_id = %job.id, %state, "cancel");
+        let job = id.clone();
+        let state = self
+            .write(move |tx, published| {
+                let state: String =
+                    store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&job], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .ok_or_else(|| CoordError::NotFound(format!("no job {job}")))?;
+                if is_terminal(&state) {
+                    return Ok(state);
+                }
+                cancel_rest(tx, &job, "job cancelled", now, published)?;
+                finish_job(
+                    tx,
+                    &job,
+                    "cancelled",
+                    "cancelled by the user",
+                    now,
+                    published,
+                )?;
+                Ok("cancelled".to_string())
+            })
+            .await?;
+        tracing::info!(job_id = %id, %state, "cancel");
         Ok(job_state_pb(&state))
     }
 
     /// Every measurement of the job, one per (curve, step / point / end).
     pub fn measurements(&self, job_id: &str) -> Result<(JobRow, Vec<pb::Progress>)> {
         let job = self.require_job(job_id)?;
-        let m = store::job_measurements(self.lock().read(), &job.id)?;
+        let m = store::job_measurements(&self.read(), &job.id)?;
         Ok((job, m))
     }
 

@@ -115,7 +115,8 @@ pub(super) fn advance(
             .count();
         if open == 0 {
             if !choices.recommended {
-                let epochs: i64 = tx.query_row(
+                let epochs: i64 = store::one(
+                    tx,
                     "SELECT epochs_trained FROM jobs WHERE id = ?1",
                     [job_id],
                     |r| r.get(0),

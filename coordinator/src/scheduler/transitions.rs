@@ -29,13 +29,13 @@ pub(super) fn later_chunks(tx: &Transaction, t: &TaskRow) -> Result<Vec<TaskRow>
     let mut out = vec![];
     let mut cur = t.id.clone();
     loop {
-        let next = tx
-            .query_row(
-                &format!("SELECT {TASK_COLS} FROM tasks WHERE after = ?1"),
-                [&cur],
-                store::task_row,
-            )
-            .optional()?;
+        let next = store::one(
+            tx,
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE after = ?1"),
+            [&cur],
+            store::task_row,
+        )
+        .optional()?;
         match next {
             Some(n) => {
                 cur = n.id.clone();
@@ -54,20 +54,24 @@ pub(super) fn requeue_or_fail(
     now: i64,
     published: &mut Vec<Published>,
 ) -> Result<()> {
-    let max: u32 = tx.query_row(
+    let max: u32 = store::one(
+        tx,
         "SELECT max_attempts FROM jobs WHERE id = ?1",
         [&t.job_id],
         |r| r.get(0),
     )?;
-    let failures: u32 = tx.query_row("SELECT failures FROM tasks WHERE id = ?1", [&t.id], |r| {
-        r.get(0)
-    })?;
+    let failures: u32 = store::one(
+        tx,
+        "SELECT failures FROM tasks WHERE id = ?1",
+        [&t.id],
+        |r| r.get(0),
+    )?;
     let failures = failures + u32::from(kind != Setback::HandedBack);
     if kind != Setback::Fatal && failures < max {
         // The abandoned attempt's measurements go: the next attempt measures
         // the same points again, and a curve never mixes attempts.
-        tx.execute("DELETE FROM measurements WHERE task_id = ?1", [&t.id])?;
-        tx.execute(
+        store::exec(tx, "DELETE FROM measurements WHERE task_id = ?1", [&t.id])?;
+        store::exec(tx,
             "UPDATE tasks SET state = 'pending', attempt = attempt + 1, failures = ?3, worker_id = '',
                               lease_until = 0, error = ?2
              WHERE id = ?1",
@@ -91,7 +95,8 @@ pub(super) fn requeue_or_fail(
         tracing::warn!(job_id = %t.job_id, task_id = %t.id, attempt = t.attempt, %message, "task re-queued");
         return Ok(());
     }
-    tx.execute(
+    store::exec(
+        tx,
         "UPDATE tasks SET state = 'failed', failures = ?3, error = ?2 WHERE id = ?1",
         params![t.id, message, failures],
     )?;
@@ -134,7 +139,8 @@ pub(super) fn cancel_rest(
     published: &mut Vec<Published>,
 ) -> Result<()> {
     for other in live_tasks(tx, job_id)? {
-        tx.execute(
+        store::exec(
+            tx,
             "UPDATE tasks SET state = 'cancelled', error = ?2 WHERE id = ?1",
             params![other.id, why],
         )?;
@@ -155,7 +161,8 @@ pub(super) fn finish_job(
     now: i64,
     published: &mut Vec<Published>,
 ) -> Result<()> {
-    tx.execute(
+    store::exec(
+        tx,
         "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1",
         params![job_id, state, message, now],
     )?;

@@ -49,7 +49,11 @@ impl JobService for JobApi {
             }
         };
         let s = self.scheduler.clone();
-        let id = blocking(move || s.submit(&req.text, format)).await?;
+        let planned = {
+            let s = s.clone();
+            blocking(move || s.plan_job(&req.text, format)).await?
+        };
+        let id = s.submit(planned).await?;
         Ok(Response::new(pb::SubmitJobResponse {
             job_id: id.to_string(),
         }))
@@ -158,7 +162,7 @@ impl JobService for JobApi {
         self.tokens.check(&req, auth::CLIENT, "CancelJob")?;
         let s = self.scheduler.clone();
         let id = req.into_inner().job_id;
-        let state = blocking(move || s.cancel(&id)).await?;
+        let state = s.cancel(&id).await?;
         Ok(Response::new(pb::CancelJobResponse {
             state: state as i32,
         }))

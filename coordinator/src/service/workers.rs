@@ -13,7 +13,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::blocking;
 use crate::artifacts::{check_hash, ArtifactStore};
 use crate::auth::{self, Tokens};
 use crate::scheduler::Scheduler;
@@ -46,16 +45,14 @@ fn wire_id(s: &str) -> String {
 }
 
 /// Runs a scheduler call inside `span` (whose fields name the worker and
-/// the task), on the blocking thread too, so that the scheduler's log lines
-/// carry them; a refused call is logged there as well.
-async fn in_span<T: Send + 'static>(
+/// the task; the store's writer enters it too while it runs the change), so
+/// that the scheduler's log lines carry them; a refused call is logged
+/// there as well.
+async fn in_span<T>(
     span: tracing::Span,
-    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+    call: impl std::future::Future<Output = crate::error::Result<T>>,
 ) -> Result<T, Status> {
-    let inner = span.clone();
-    let result = blocking(move || inner.in_scope(f))
-        .instrument(span.clone())
-        .await;
+    let result: Result<T, Status> = call.instrument(span.clone()).await.map_err(Status::from);
     if let Err(status) = &result {
         span.in_scope(|| match status.code() {
             Code::Internal | Code::Unknown | Code::DataLoss => {
@@ -77,9 +74,8 @@ impl WorkerService for WorkerApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         self.tokens.check(&req, auth::WORKER, "Register")?;
-        let s = self.scheduler.clone();
         let req = req.into_inner();
-        Ok(Response::new(blocking(move || s.register(&req)).await?))
+        Ok(Response::new(self.scheduler.register(req).await?))
     }
 
     async fn lease(
@@ -87,7 +83,6 @@ impl WorkerService for WorkerApi {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         self.tokens.check(&req, auth::WORKER, "Lease")?;
-        let s = self.scheduler.clone();
         let req = req.into_inner();
         let span = tracing::info_span!(
             "rpc",
@@ -96,7 +91,7 @@ impl WorkerService for WorkerApi {
             free_slots = req.free_slots,
             running = req.running.len()
         );
-        let answer = in_span(span.clone(), move || s.lease(&req)).await?;
+        let answer = in_span(span.clone(), self.scheduler.lease(req)).await?;
         span.in_scope(|| tracing::debug!(leased = answer.tasks.len(), "lease answered"));
         Ok(Response::new(answer))
     }
@@ -106,7 +101,6 @@ impl WorkerService for WorkerApi {
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
         self.tokens.check(&req, auth::WORKER, "Report")?;
-        let s = self.scheduler.clone();
         let req = req.into_inner();
         let span = tracing::info_span!(
             "rpc",
@@ -117,7 +111,7 @@ impl WorkerService for WorkerApi {
             seq = req.seq
         );
         let items = req.items.len();
-        let answer = in_span(span.clone(), move || s.report(&req)).await?;
+        let answer = in_span(span.clone(), self.scheduler.report(req)).await?;
         span.in_scope(|| tracing::debug!(items, stored = answer.stored, "report answered"));
         Ok(Response::new(answer))
     }
@@ -127,7 +121,6 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         self.tokens.check(&req, auth::WORKER, "Complete")?;
-        let s = self.scheduler.clone();
         let req = req.into_inner();
         let span = tracing::info_span!(
             "rpc",
@@ -136,7 +129,7 @@ impl WorkerService for WorkerApi {
             task_id = %wire_id(&req.task_id),
             attempt = req.attempt
         );
-        in_span(span, move || s.complete(&req)).await?;
+        in_span(span, self.scheduler.complete(req)).await?;
         Ok(Response::new(pb::CompleteResponse {}))
     }
 
@@ -145,7 +138,6 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
         self.tokens.check(&req, auth::WORKER, "Fail")?;
-        let s = self.scheduler.clone();
         let req = req.into_inner();
         let span = tracing::info_span!(
             "rpc",
@@ -156,7 +148,7 @@ impl WorkerService for WorkerApi {
             retryable = req.retryable,
             handed_back = req.handed_back
         );
-        in_span(span, move || s.fail(&req)).await?;
+        in_span(span, self.scheduler.fail(req)).await?;
         Ok(Response::new(pb::FailResponse {}))
     }
 
@@ -237,9 +229,7 @@ impl WorkerService for WorkerApi {
             )));
         }
         if self.artifacts.path(&hash)?.exists() {
-            let s = self.scheduler.clone();
-            let (h, size) = (hash.clone(), first.size);
-            blocking(move || s.record_artifact(&h, size)).await?;
+            self.scheduler.record_artifact(&hash, first.size).await?;
             return Ok(Response::new(pb::UploadArtifactResponse { hash }));
         }
         let mut up = self.artifacts.begin(&hash, first.size).await?;
@@ -248,9 +238,7 @@ impl WorkerService for WorkerApi {
             up.write(&chunk?.data).await?;
         }
         let size = up.finish().await?;
-        let s = self.scheduler.clone();
-        let h = hash.clone();
-        blocking(move || s.record_artifact(&h, size)).await?;
+        self.scheduler.record_artifact(&hash, size).await?;
         tracing::debug!(%hash, size, "artifact stored");
         Ok(Response::new(pb::UploadArtifactResponse { hash }))
     }

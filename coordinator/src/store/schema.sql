@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     epochs_trained INTEGER NOT NULL DEFAULT 0
 );
 
+-- The active jobs, for Lease (finished ones pile up over months).
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, created_ms);
+
 CREATE TABLE IF NOT EXISTS tasks (
     id          TEXT PRIMARY KEY,
     job_id      TEXT NOT NULL REFERENCES jobs(id),
