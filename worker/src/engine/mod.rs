@@ -19,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod landscape;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod train;

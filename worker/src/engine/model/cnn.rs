@@ -1,8 +1,9 @@
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use ridgeline_common::spec::{Activation, CnnSpec, Pool};
 
-use super::{activate, Model, ModelContext, ParamBuilder};
+use super::{activate, Model, ModelContext, ParamBuilder, SplitFirst};
 use crate::engine::error::{EngineError, Result};
+use crate::engine::ops;
 
 /// Convolution blocks (conv with "same" padding → activation → 2×2 pool),
 /// then a dense head.
@@ -62,25 +63,69 @@ impl Cnn {
     }
 }
 
-impl Model for Cnn {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = xs.clone();
-        for c in &self.convs {
-            h = activate(&c.forward(&h)?, self.activation)?;
-            h = match self.pool {
-                Pool::Max => h.max_pool2d(2)?,
-                Pool::Avg => h.avg_pool2d(2)?,
-                Pool::None => h,
+impl Cnn {
+    /// Convolution `i` with its bias.
+    fn conv(&self, i: usize, x: &Tensor) -> candle_core::Result<Tensor> {
+        let c = &self.convs[i];
+        let cfg = c.config();
+        match c.bias() {
+            Some(b) if cfg.dilation == 1 && cfg.groups == 1 => {
+                ops::conv2d(x, c.weight(), b, cfg.stride, cfg.padding)
+            }
+            _ => candle_core::Module::forward(c, x),
+        }
+    }
+
+    /// From the output of convolution `i` (before its activation) to the
+    /// outputs.
+    fn after_conv(&self, i: usize, mut h: Tensor) -> candle_core::Result<Tensor> {
+        for j in i..self.convs.len() {
+            if j > i {
+                h = self.conv(j, &h)?;
+            }
+            h = match (self.activation, self.pool) {
+                // The common block as one op (engine::ops::pool).
+                (Activation::Relu, Pool::Max) => ops::relu_max_pool2d(&h)?,
+                (a, Pool::Max) => activate(&h, a)?.max_pool2d(2)?,
+                (a, Pool::Avg) => activate(&h, a)?.avg_pool2d(2)?,
+                (a, Pool::None) => activate(&h, a)?,
             };
         }
         let mut h = h.flatten_from(1)?;
         let last = self.dense.len() - 1;
         for (i, l) in self.dense.iter().enumerate() {
-            h = l.forward(&h)?;
+            h = super::linear(l, &h)?;
             if i < last {
                 h = activate(&h, self.activation)?;
             }
         }
         Ok(h)
+    }
+}
+
+impl Model for Cnn {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if self.convs.is_empty() {
+            return self.after_conv(0, xs.clone());
+        }
+        self.after_conv(0, self.conv(0, xs)?)
+    }
+
+    fn split_first(&self) -> Option<&dyn SplitFirst> {
+        let c = self.convs.first()?;
+        let cfg = c.config();
+        (c.bias().is_some() && cfg.dilation == 1 && cfg.groups == 1)
+            .then_some(self as &dyn SplitFirst)
+    }
+}
+
+impl SplitFirst for Cnn {
+    fn first(&self, xs: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        let cfg = self.convs[0].config();
+        ops::conv2d(xs, w, b, cfg.stride, cfg.padding)
+    }
+
+    fn rest(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        self.after_conv(0, z.clone())
     }
 }

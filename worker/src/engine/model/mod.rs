@@ -27,6 +27,25 @@ use crate::engine::landscape::WeightSet;
 /// logits (classification) or predictions (regression), `[batch, outputs]`.
 pub trait Model: Send + Sync {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// Optional, for fast line searches: a model whose first layer is
+    /// affine in its own parameters, and those are parameters 0 (weight)
+    /// and 1 (bias) in creation order, can return itself split after that
+    /// layer. Along θ0 + a·d the first layer's output is then z0 + a·zd,
+    /// two passes over the data whatever the number of points.
+    fn split_first(&self) -> Option<&dyn SplitFirst> {
+        None
+    }
+}
+
+/// A model split after its first layer (see [`Model::split_first`]).
+pub trait SplitFirst {
+    /// The first layer's output (before its activation) with weight `w`
+    /// and bias `b` instead of the model's own.
+    fn first(&self, xs: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor>;
+    /// The rest of the forward pass from the first layer's output, with the
+    /// model's current parameters.
+    fn rest(&self, z: &Tensor) -> candle_core::Result<Tensor>;
 }
 
 /// What a model is built for.
@@ -148,6 +167,11 @@ impl Network {
         self.model.forward(xs)
     }
 
+    /// The model split after its first layer, if it supports that.
+    pub fn split_first(&self) -> Option<&dyn SplitFirst> {
+        self.model.split_first()
+    }
+
     pub fn params(&self) -> &Params {
         &self.params
     }
@@ -168,6 +192,15 @@ impl Network {
             var.set(t)?;
         }
         Ok(())
+    }
+}
+
+/// A built-in model's fully connected layer, through the fused op of
+/// `engine::ops::linear` (candle's own on other devices).
+pub(crate) fn linear(l: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    match l.bias() {
+        Some(b) => crate::engine::ops::linear(x, l.weight(), b),
+        None => candle_core::Module::forward(l, x),
     }
 }
 

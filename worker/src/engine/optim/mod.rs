@@ -27,6 +27,8 @@ use ridgeline_common::OptimizerSpec;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::model::Params;
 
+mod fused;
+
 /// The step's learning rate and momentum (β1 for Adam/AdamW; ignored by
 /// Adagrad).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,6 +110,9 @@ impl Optimizer {
             let w = var.as_tensor();
             let slots = &mut self.slots[i];
             match self.spec {
+                OptimizerSpec::Sgd(s) if fused::applies(w, g, &slots[0]) => {
+                    fused::sgd(w, &g.contiguous()?, &slots[0], lr, mu, s)?;
+                }
                 OptimizerSpec::Sgd(s) => {
                     let g = with_l2(g, w, s.weight_decay)?;
                     // v ← μv − lr·g
@@ -166,7 +171,7 @@ impl Optimizer {
     }
 
     /// A copy of the state, for a checkpoint.
-    pub fn state(&self) -> OptimizerState {
+    pub fn state(&self) -> Result<OptimizerState> {
         let names = slot_names(&self.spec);
         let slots = self
             .names
@@ -176,13 +181,14 @@ impl Optimizer {
                 names
                     .iter()
                     .zip(s)
-                    .map(move |(n, t)| (format!("{p}.{n}"), t.clone()))
+                    // A copy: the slots are updated in place (fused SGD).
+                    .map(move |(n, t)| Ok((format!("{p}.{n}"), t.copy()?)))
             })
-            .collect();
-        OptimizerState {
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(OptimizerState {
             steps: self.steps,
             slots,
-        }
+        })
     }
 
     /// Restores a state taken with [`Optimizer::state`] from an optimizer of
@@ -218,7 +224,8 @@ impl Optimizer {
                         var.dims()
                     )));
                 }
-                self.slots[i][j] = t.to_device(var.device())?.to_dtype(var.dtype())?;
+                // A copy, never the caller's storage (slots change in place).
+                self.slots[i][j] = t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?;
             }
         }
         self.steps = state.steps;

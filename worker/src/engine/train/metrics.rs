@@ -12,7 +12,7 @@ use crate::engine::model::Network;
 /// (classification) or mean squared error over all entries (regression).
 pub fn loss(task: Task, out: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     match task {
-        Task::Classification => candle_nn::loss::cross_entropy(out, y),
+        Task::Classification => crate::engine::ops::cross_entropy(out, y),
         Task::Regression => candle_nn::loss::mse(out, y),
     }
 }
@@ -24,6 +24,20 @@ pub fn evaluate(
     task: Task,
     metric: MetricKind,
     eval_batch: usize,
+) -> Result<Metrics> {
+    evaluate_with(split, task, metric, eval_batch, |_, x| net.forward(x))
+}
+
+/// [`evaluate`] with the model's outputs given by `forward(batch index,
+/// inputs)` for consecutive batches of `eval_batch` examples of `split`
+/// (the line search's fast path computes them from cached first-layer
+/// outputs).
+pub(crate) fn evaluate_with(
+    split: &Split,
+    task: Task,
+    metric: MetricKind,
+    eval_batch: usize,
+    mut forward: impl FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<Metrics> {
     let n = split.len;
     let bs = eval_batch.max(1);
@@ -37,8 +51,8 @@ pub fn evaluate(
                 let len = bs.min(n - start);
                 let x = split.x.narrow(0, start, len)?;
                 let y = split.y.narrow(0, start, len)?;
-                let logits = net.forward(&x)?;
-                let l = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?;
+                let logits = forward(start / bs, &x)?;
+                let l = crate::engine::ops::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?;
                 loss_sum += l.to_scalar::<f64>()? * len as f64;
                 let argmax = logits.argmax(D::Minus1)?;
                 let hit = argmax.eq(&y)?.to_dtype(DType::F64)?.sum_all()?;
@@ -69,7 +83,7 @@ pub fn evaluate(
             let mut start = 0;
             while start < n {
                 let len = bs.min(n - start);
-                let p = net.forward(&split.x.narrow(0, start, len)?)?;
+                let p = forward(start / bs, &split.x.narrow(0, start, len)?)?;
                 preds.extend(p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
                 start += len;
             }

@@ -17,6 +17,7 @@ use candle_core::Device;
 use ridgeline_common::{EpochReport, MetricKind, Metrics, RunOutcome, RunSpec, Task};
 
 pub use checkpoint::{fingerprint, Checkpoint};
+pub(crate) use metrics::evaluate_with;
 pub use metrics::{evaluate, loss, regression_metrics, RegressionMetrics};
 
 use crate::engine::data::{Batches, Dataset, Split};
@@ -180,7 +181,7 @@ impl Trainer {
             epoch: self.epoch,
             step: self.step,
             weights: self.net.weights()?,
-            optimizer_state: self.opt.state(),
+            optimizer_state: self.opt.state()?,
         })
     }
 

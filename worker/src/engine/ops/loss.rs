@@ -1,0 +1,171 @@
+//! Mean softmax cross-entropy over a batch, as one op.
+//!
+//! **Why.** `candle_nn::loss::cross_entropy` is log-softmax (max, subtract,
+//! exp, sum, log, subtract) and a gather, sum and scale: about fifteen tiny
+//! ops forward and as many backward, each with its own allocation and
+//! dispatch, on a 64×10 tensor. For the small MLPs that fixed cost is a
+//! noticeable share of a training step. Here the forward is one pass and
+//! the gradient `(softmax − onehot)·g/B` one more.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::{contiguous_f32, use_fast_path};
+
+/// Mean over rows of `−log softmax(logits)[label]` for `logits: [B, C]` f32
+/// and class indices `labels: [B]` (u8, u32 or i64); a scalar.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    if !use_fast_path(&[logits]) || !labels.device().is_cpu() {
+        return candle_nn::loss::cross_entropy(logits, labels);
+    }
+    logits
+        .contiguous()?
+        .apply_op2(&labels.contiguous()?, CrossEntropy)
+}
+
+/// The class indices as usize, checked against `classes`.
+fn labels(s: &CpuStorage, l: &Layout, classes: usize) -> Result<Vec<usize>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("cross entropy: labels must be contiguous")
+    };
+    let v: Vec<usize> = match s {
+        CpuStorage::U32(v) => v[a..b].iter().map(|&c| c as usize).collect(),
+        CpuStorage::U8(v) => v[a..b].iter().map(|&c| c as usize).collect(),
+        CpuStorage::I64(v) => v[a..b]
+            .iter()
+            .map(|&c| usize::try_from(c).unwrap_or(usize::MAX))
+            .collect(),
+        _ => candle_core::bail!("cross entropy: labels must be u8, u32 or i64"),
+    };
+    if let Some(bad) = v.iter().find(|&&c| c >= classes) {
+        candle_core::bail!("cross entropy: label {bad} for {classes} classes")
+    }
+    Ok(v)
+}
+
+fn check(ll: &Layout, yl: &Layout) -> Result<(usize, usize)> {
+    match (ll.dims(), yl.dims()) {
+        (&[b, c], &[b2]) if b == b2 && c > 0 => Ok((b, c)),
+        (l, y) => candle_core::bail!("cross entropy of logits {l:?} with labels {y:?}"),
+    }
+}
+
+struct CrossEntropy;
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "ridgeline-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, classes) = check(ll, yl)?;
+        let x = contiguous_f32(ls, ll, "cross entropy logits")?;
+        let y = labels(ys, yl, classes)?;
+        let mut sum = 0f64;
+        for (row, &label) in x.chunks_exact(classes).zip(&y) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum_exp: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+            // −log softmax[label] = log Σ exp(x − max) − (x[label] − max)
+            sum += (sum_exp.ln() - (row[label] - max)) as f64;
+        }
+        let mean = (sum / batch.max(1) as f64) as f32;
+        Ok((CpuStorage::F32(vec![mean]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = logits.apply_op3_no_bwd(labels, &grad.contiguous()?, &CrossEntropyGrad)?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `(logits, labels, g) → (softmax − onehot)·g/B`.
+struct CrossEntropyGrad;
+
+impl CustomOp3 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "ridgeline-cross-entropy-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, classes) = check(ll, yl)?;
+        let x = contiguous_f32(ls, ll, "cross entropy logits")?;
+        let y = labels(ys, yl, classes)?;
+        let &[g] = contiguous_f32(gs, gl, "cross entropy output gradient")? else {
+            candle_core::bail!("cross entropy: output gradient is not a scalar")
+        };
+        let scale = g / batch.max(1) as f32;
+        let mut out = vec![0f32; batch * classes];
+        for ((o, row), &label) in out
+            .chunks_exact_mut(classes)
+            .zip(x.chunks_exact(classes))
+            .zip(&y)
+        {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum_exp = 0f32;
+            for (o, &v) in o.iter_mut().zip(row) {
+                *o = (v - max).exp();
+                sum_exp += *o;
+            }
+            let inv = scale / sum_exp;
+            for o in o.iter_mut() {
+                *o *= inv;
+            }
+            o[label] -= scale;
+        }
+        Ok((CpuStorage::F32(out), ll.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+    use crate::engine::ops::tests::{assert_close, randn};
+
+    #[test]
+    fn cross_entropy_matches_candle_forward_and_backward() {
+        for (i, &(batch, classes)) in [(5, 3), (64, 10), (1, 2), (33, 7)].iter().enumerate() {
+            let x = Var::from_tensor(&(randn(&[batch, classes], 500 + i as u64) * 3.0).unwrap())
+                .unwrap();
+            let y: Vec<u32> = (0..batch as u32)
+                .map(|j| (j * 7 + 1) % classes as u32)
+                .collect();
+            let y = Tensor::from_vec(y, batch, &Device::Cpu).unwrap();
+            let l = cross_entropy(x.as_tensor(), &y).unwrap();
+            let reference = candle_nn::loss::cross_entropy(x.as_tensor(), &y).unwrap();
+            assert_close(&l, &reference, 1e-5, "cross entropy");
+            // Scale the loss so the upstream gradient is not 1.
+            let g = (l * 1.7).unwrap().backward().unwrap();
+            let gr = (reference * 1.7).unwrap().backward().unwrap();
+            assert_close(
+                g.get(&x).unwrap(),
+                gr.get(&x).unwrap(),
+                1e-5,
+                &format!("cross entropy gradient, case {i}"),
+            );
+        }
+        let x = randn(&[2, 3], 1);
+        let bad = Tensor::from_vec(vec![0u32, 3], 2, &Device::Cpu).unwrap();
+        assert!(cross_entropy(&x, &bad).is_err());
+    }
+}
