@@ -557,6 +557,7 @@ async fn run_task(
             }),
             checkpoint_hash: String::new(),
             epochs_trained: 0,
+            engine_ms: 0,
         })
         .await;
     let complete_us = micros(t.elapsed());
@@ -595,6 +596,7 @@ async fn worker(
             worker_id: id.clone(),
             free_slots: slots.saturating_sub(running.len() as u32),
             running: running.values().cloned().collect(),
+            wait_ms: 0,
         };
         let t = Instant::now();
         let answer = tokio::select! {

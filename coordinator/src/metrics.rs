@@ -41,6 +41,7 @@ pub struct Metrics {
     events: Counter,
     reports: Counter,
     lease_seconds: Histogram,
+    wait_seconds: Histogram,
     workers: Family<Labels, Gauge>,
     task_states: Family<Labels, Gauge>,
     job_states: Family<Labels, Gauge>,
@@ -99,6 +100,15 @@ impl Metrics {
             "Time the coordinator takes to answer a Lease (heartbeat) call",
             lease_seconds.clone(),
         );
+        // 10 ms … ~5.8 h.
+        let wait_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.01, 4.0, 12),
+        );
+        registry.register(
+            "task_wait_seconds",
+            "Time a task waited in the queue, from ready (stored, previous chunk done, or re-queued) to leased",
+            wait_seconds.clone(),
+        );
         let workers = Family::<Labels, Gauge>::default();
         registry.register(
             "workers",
@@ -120,6 +130,7 @@ impl Metrics {
             events,
             reports,
             lease_seconds,
+            wait_seconds,
             workers,
             task_states,
             job_states,
@@ -146,6 +157,11 @@ impl Metrics {
 
     pub fn leases_expired(&self, n: usize) {
         self.leases_expired.inc_by(n as u64);
+    }
+
+    /// A task leased `ms` after it became ready.
+    pub fn task_waited(&self, ms: i64) {
+        self.wait_seconds.observe(ms as f64 / 1e3);
     }
 
     pub fn report_stored(&self) {
@@ -197,6 +213,7 @@ mod tests {
         m.committed(&[task(pb::TaskState::Leased)]);
         m.leases_expired(2);
         drop(m.lease_timer());
+        m.task_waited(1500);
         let text = m.render(&Snapshot {
             workers: vec![("active", 3), ("lost", 1)],
             tasks: vec![("pending", 7)],
@@ -210,6 +227,8 @@ mod tests {
             "ridgeline_workers{state=\"active\"} 3",
             "ridgeline_tasks{state=\"pending\"} 7",
             "ridgeline_lease_duration_seconds_count 1",
+            "ridgeline_task_wait_seconds_count 1",
+            "ridgeline_task_wait_seconds_sum 1.5",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

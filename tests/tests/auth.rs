@@ -91,6 +91,7 @@ async fn calls_without_a_valid_token_of_the_right_role_are_refused() {
                 worker_id: "w".into(),
                 free_slots: 1,
                 running: vec![],
+                wait_ms: 0,
             })
             .await
             .unwrap_err();

@@ -1,16 +1,18 @@
-//! CI smoke run of the coordinator load generator
-//! (`coordinator/benches/load.rs`): builds it in this test's profile (cargo
-//! is a no-op when it is up to date), runs it with `--smoke` against a real
-//! `coordinator serve` and checks that it succeeds and prints every figure.
-//! It checks that the benchmark runs, not its times.
+//! CI smoke runs of the benchmarks: the coordinator load generator
+//! (`coordinator/benches/load.rs`, against a real `coordinator serve`), the
+//! engine throughput bench (`worker/benches/engine.rs`) and the whole
+//! procedure's timing (`worker/benches/procedure.rs`). Each is built in this
+//! test's profile (cargo is a no-op when it is up to date), run in its
+//! short mode, and must succeed and print every figure. They check that
+//! the benchmarks run, not their times.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `load` bench executable, built with `cargo build --benches` in the
-/// profile of this test (release when this test runs under `--release`).
-fn load_bench() -> PathBuf {
+/// A bench executable of `package`, built with `cargo build --benches` in
+/// the profile of this test (release when this test runs under `--release`).
+fn bench_exe(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>
     let release = exe
@@ -23,7 +25,7 @@ fn load_bench() -> PathBuf {
         "build",
         "--benches",
         "-p",
-        "ridgeline-coordinator",
+        package,
         "--message-format=json-render-diagnostics",
     ]);
     if release {
@@ -56,44 +58,94 @@ fn load_bench() -> PathBuf {
         .expect("run cargo build");
     assert!(
         out.status.success(),
-        "cargo build --benches -p ridgeline-coordinator failed"
+        "cargo build --benches -p {package} failed"
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "load")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no executable for the `load` bench")
+        .unwrap_or_else(|| panic!("cargo reported no executable for the `{name}` bench"))
 }
 
-#[test]
-fn the_load_generator_prints_every_figure() {
-    let bench = load_bench();
-    let mut child = Command::new(&bench)
-        .arg("--smoke")
+/// Runs a bench executable with `args`; its stdout, after checking it
+/// succeeded within `limit`.
+fn run_bench(exe: &PathBuf, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(exe)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the load bench");
+        .expect("start the bench");
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the load bench did not finish within 120 s");
+            panic!("{} {args:?} did not finish within {limit:?}", exe.display());
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         status.success(),
-        "load --smoke failed ({status}):\n{stdout}\n{stderr}"
+        "{} {args:?} failed ({status}):\n{stdout}\n{}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_engine_bench_prints_every_row() {
+    let exe = bench_exe("ridgeline-worker", "engine");
+    let stdout = run_bench(&exe, &["--quick"], Duration::from_secs(600));
+    for model in ["mlp_784_256_10", "cnn_small", "mlp_64_128_10"] {
+        for phase in ["train", "eval", "line_search"] {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.contains(model) && l.contains(phase)),
+                "no {model} {phase} row in:\n{stdout}"
+            );
+        }
+    }
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
+
+#[test]
+fn the_procedure_bench_splits_the_wall_time() {
+    let exe = bench_exe("ridgeline-worker", "procedure");
+    let stdout = run_bench(&exe, &["--smoke"], Duration::from_secs(900));
+    for figure in [
+        "| wall time, submit → succeeded",
+        "| slot time",
+        "| engine (data, model, training, evaluation)",
+        "| in-task overhead",
+        "| scheduling delay",
+        "| no work ready",
+        "| engine time the job reports",
+        "share outside training",
+        "| stage | tasks | engine |",
+        "| lr_ramp |",
+    ] {
+        assert!(stdout.contains(figure), "no `{figure}` in:\n{stdout}");
+    }
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
+
+#[test]
+fn the_load_generator_prints_every_figure() {
+    let stdout = run_bench(
+        &bench_exe("ridgeline-coordinator", "load"),
+        &["--smoke"],
+        // The other benches' smoke runs share the cores meanwhile.
+        Duration::from_secs(300),
     );
     for figure in [
         "| durable results/s",

@@ -113,6 +113,7 @@ async fn running_job(dir: &std::path::Path) -> (Coordinator, SocketAddr, String)
                 worker_id: me.clone(),
                 free_slots: 2,
                 running: vec![],
+                wait_ms: 0,
             },
             WORKER,
         ))
@@ -178,6 +179,8 @@ async fn pages_need_the_client_token_and_metrics_count_what_happened() {
         "ridgeline_task_transitions_total{to=\"leased\"} 2",
         "ridgeline_reports_stored_total 2",
         "ridgeline_lease_duration_seconds_count 1",
+        // Both leased tasks were ready since the submit.
+        "ridgeline_task_wait_seconds_count 2",
     ] {
         assert!(m.body.contains(line), "{line} missing:\n{}", m.body);
     }

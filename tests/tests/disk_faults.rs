@@ -190,6 +190,7 @@ async fn a_full_disk_refuses_changes_clearly_and_loses_nothing() {
             worker_id: me.clone(),
             free_slots: 1,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -285,6 +286,7 @@ async fn a_full_disk_refuses_changes_clearly_and_loses_nothing() {
         }),
         checkpoint_hash: String::new(),
         epochs_trained: 3,
+        engine_ms: 0,
     })
     .await
     .unwrap();

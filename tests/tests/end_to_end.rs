@@ -201,6 +201,42 @@ async fn two_workers_share_a_line_search_and_an_lr_ramp_and_match_the_engine() {
     assert_eq!(agg.group, "all");
     assert_eq!(agg.n, vec![3; 5], "epochs 0-4, each over 3 seeds");
     assert_eq!(ramp.epochs_trained, 3 * 4);
+    // Each task's times: ready ≤ leased ≤ done (a later chunk is ready when
+    // the one before it is done), its engine time within its lease, and the
+    // job's engine time their sum.
+    let mut engine_ms = 0;
+    for t in &ramp.tasks {
+        assert!(
+            0 < t.ready_unix_ms
+                && t.ready_unix_ms <= t.leased_unix_ms
+                && t.leased_unix_ms <= t.done_unix_ms,
+            "{t:#?}"
+        );
+        assert!(
+            0 < t.engine_ms && t.engine_ms as i64 <= t.done_unix_ms - t.leased_unix_ms,
+            "{t:#?}"
+        );
+        engine_ms += t.engine_ms;
+    }
+    // "seed=1, epochs 2-4" follows "seed=1, epochs 0-2".
+    let chunk = |t: &pb::TaskStatus| -> (String, String, String) {
+        let (run, epochs) = t.label.rsplit_once(", epochs ").expect("a chunk label");
+        let (from, to) = epochs.split_once('-').expect("from-to");
+        (run.to_string(), from.to_string(), to.to_string())
+    };
+    let mut followed = 0;
+    for t in &ramp.tasks {
+        let (run, from, _) = chunk(t);
+        if let Some(before) = ramp.tasks.iter().find(|p| {
+            let (r, _, to) = chunk(p);
+            r == run && to == from
+        }) {
+            assert!(t.ready_unix_ms >= before.done_unix_ms, "{before:#?} {t:#?}");
+            followed += 1;
+        }
+    }
+    assert_eq!(followed, 3, "each seed's second chunk");
+    assert!((results.engine_seconds - engine_ms as f64 / 1e3).abs() < 1e-6);
 
     // The line search: every point once, equal to the engine's.
     let results = client

@@ -263,6 +263,7 @@ async fn scripted_worker(
                 worker_id: me.clone(),
                 free_slots: 4,
                 running: vec![],
+                wait_ms: 0,
             })
             .await
             .unwrap()
@@ -347,6 +348,7 @@ async fn scripted_worker(
                 }),
                 checkpoint_hash: String::new(),
                 epochs_trained: epochs,
+                engine_ms: 0,
             })
             .await
             .unwrap();

@@ -130,6 +130,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
             worker_id: a.clone(),
             free_slots: 4,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -166,6 +167,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
                 worker_id: b.clone(),
                 free_slots: 1,
                 running: vec![],
+                wait_ms: 0,
             })
             .await
             .unwrap()
@@ -191,6 +193,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
                 task_id: task.task_id.clone(),
                 attempt: 1,
             }],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -209,6 +212,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
             end: Some(end.clone()),
             checkpoint_hash: String::new(),
             epochs_trained: 2,
+            engine_ms: 0,
         })
         .await
         .unwrap_err();
@@ -237,6 +241,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
         end: Some(end),
         checkpoint_hash: String::new(),
         epochs_trained: 2,
+        engine_ms: 0,
     })
     .await
     .unwrap();
@@ -307,6 +312,7 @@ async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
         }),
         checkpoint_hash: String::new(),
         epochs_trained: 3,
+        engine_ms: 0,
     })
     .await
     .unwrap();
@@ -364,6 +370,7 @@ async fn cancel_stops_the_task_and_refuses_further_reports() {
                 task_id: task.task_id.clone(),
                 attempt: 1,
             }],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -466,6 +473,7 @@ async fn workers_only_get_tasks_their_device_can_run() {
             worker_id: cpu,
             free_slots: 4,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -491,6 +499,7 @@ async fn workers_only_get_tasks_their_device_can_run() {
             worker_id: gpu,
             free_slots: 4,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -562,6 +571,7 @@ async fn lease_one(
         worker_id: worker.into(),
         free_slots: 1,
         running: vec![],
+        wait_ms: 0,
     })
     .await
     .unwrap()
@@ -617,6 +627,7 @@ async fn a_retried_attempt_replaces_the_abandoned_one_s_measurements() {
         }),
         checkpoint_hash: String::new(),
         epochs_trained: 1,
+        engine_ms: 0,
     })
     .await
     .unwrap();
@@ -671,6 +682,7 @@ async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
         }),
         checkpoint_hash: String::new(),
         epochs_trained: 2,
+        engine_ms: 0,
     };
     let err = w
         .complete(complete(pb::run_end::Kind::Stopped))
@@ -704,6 +716,7 @@ async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
             worker_id: b,
             free_slots: 1,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -813,6 +826,7 @@ async fn a_worker_that_fails_everything_is_quarantined() {
                 }),
                 checkpoint_hash: String::new(),
                 epochs_trained: 2,
+                engine_ms: 0,
             })
             .await
             .unwrap();
@@ -846,6 +860,7 @@ async fn a_worker_that_fails_everything_is_quarantined() {
             worker_id: bad.clone(),
             free_slots: 1,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -877,5 +892,81 @@ async fn a_worker_that_fails_everything_is_quarantined() {
         t.attempt > 1,
         "a task the bad worker failed is retried elsewhere"
     );
+    c.stop().await;
+}
+
+/// An idle worker's Lease with `wait_ms` is held until a task is ready (a
+/// job submitted while it waits), not answered empty at once; with nothing
+/// ready it is answered empty by the end of the heartbeat interval, which
+/// caps the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_lease_gets_a_task_submitted_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ridgeline_coordinator::ServerConfig::new(dir.path());
+    config.scheduler.heartbeat_interval = Duration::from_secs(60);
+    let c = Coordinator::start_with("127.0.0.1:0".parse().unwrap(), config).await;
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    // Nothing is queued: a plain heartbeat is answered empty.
+    let empty = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 1,
+            running: vec![],
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.tasks.is_empty());
+    let waiting = {
+        let mut w = w.clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            w.lease(pb::LeaseRequest {
+                worker_id: a,
+                free_slots: 1,
+                running: vec![],
+                wait_ms: 60_000,
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the long poll answered before any task was ready"
+    );
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the long poll was not answered when the job was submitted")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.tasks.len(), 1, "{got:?}");
+    assert_eq!(got.tasks[0].job_id, job);
+    c.stop().await;
+
+    // The wait is capped by the heartbeat interval (here 100 ms).
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        w.lease(pb::LeaseRequest {
+            worker_id: a,
+            free_slots: 1,
+            running: vec![],
+            wait_ms: u32::MAX,
+        }),
+    )
+    .await
+    .expect("a long poll outlived the heartbeat interval by far")
+    .unwrap()
+    .into_inner();
+    assert!(answer.tasks.is_empty());
     c.stop().await;
 }

@@ -110,6 +110,7 @@ async fn lease_one(w: &mut Workers, worker: &str) -> pb::TaskAssignment {
             worker_id: worker.into(),
             free_slots: 1,
             running: vec![],
+            wait_ms: 0,
         })
         .await
         .expect("lease")
@@ -188,6 +189,7 @@ impl Fixture {
                 end: end(pb::run_end::Kind::Completed, 2),
                 checkpoint_hash: String::new(),
                 epochs_trained: 2,
+                engine_ms: 0,
             })
             .await
             .expect("complete");
@@ -755,6 +757,7 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
             worker_id,
             free_slots,
             running,
+            wait_ms: 0,
         })
     });
     let report = (target(k), any_u64(), items()).prop_map(|(to, seq, items)| Call::Report {
@@ -990,6 +993,7 @@ async fn send(
                 end,
                 checkpoint_hash,
                 epochs_trained,
+                engine_ms: 0,
             })
             .await
             .map(drop)
@@ -1331,6 +1335,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
                 end: end(pb::run_end::Kind::Completed, 3),
                 checkpoint_hash: String::new(),
                 epochs_trained: 3,
+                engine_ms: 0,
             })
             .await;
         refused(complete, *code);
@@ -1356,6 +1361,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
                 task_id: task.task_id.clone(),
                 attempt: 1,
             }],
+            wait_ms: 0,
         })
         .await
         .unwrap()
@@ -1389,6 +1395,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
         end: end(pb::run_end::Kind::Completed, 3),
         checkpoint_hash: String::new(),
         epochs_trained: 3,
+        engine_ms: 0,
     })
     .await
     .unwrap();
@@ -1548,6 +1555,7 @@ async fn measurements_a_task_cannot_have_made_are_refused_naming_the_field() {
                 end,
                 checkpoint_hash: hash.repeat(10_000),
                 epochs_trained: 0,
+                engine_ms: 0,
             })
             .await,
             Code::InvalidArgument,
@@ -1840,6 +1848,7 @@ async fn nan_and_infinite_metrics_are_recorded_as_sent_and_end_in_divergence() {
         // A diverged chunk hands on no checkpoint.
         checkpoint_hash: String::new(),
         epochs_trained: 2,
+        engine_ms: 0,
     })
     .await
     .unwrap();

@@ -690,6 +690,7 @@ mod tests {
             attempt,
             worker_id: worker.into(),
             error: error.into(),
+            ..Default::default()
         }
     }
 

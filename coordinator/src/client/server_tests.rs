@@ -153,6 +153,7 @@ impl Worker {
                 worker_id: self.id.clone(),
                 free_slots: n,
                 running: vec![],
+                wait_ms: 0,
             })
             .await
             .expect("lease")
@@ -187,6 +188,7 @@ impl Worker {
                 epochs_trained: end.epoch,
                 end: Some(end),
                 checkpoint_hash: String::new(),
+                engine_ms: 0,
             })
             .await
             .expect("complete");

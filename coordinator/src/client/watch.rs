@@ -368,6 +368,7 @@ mod tests {
             attempt: 1,
             worker_id: String::new(),
             error: String::new(),
+            ..Default::default()
         };
         pb::JobStatus {
             job_id: "j".into(),

@@ -1,6 +1,8 @@
 //! Worker-facing operations: registration, leases and heartbeats, reports,
 //! completions, failures, and lease expiry.
 
+use std::time::Duration;
+
 use prost::Message;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
@@ -72,8 +74,33 @@ impl Scheduler {
     }
 
     /// The heartbeat: renews the worker's leases, tells it what to stop, and
-    /// hands it up to `free_slots` runnable tasks.
+    /// hands it up to `free_slots` runnable tasks. With nothing to hand out
+    /// and `wait_ms` given, waits (at most a heartbeat interval) for a
+    /// commit that may have made a task ready, and tries again: an idle
+    /// worker gets a newly released stage's tasks at once, not at its next
+    /// heartbeat.
     pub async fn lease(&self, req: pb::LeaseRequest) -> Result<pb::LeaseResponse> {
+        let wait = Duration::from_millis(req.wait_ms.into()).min(self.config.heartbeat_interval);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so that a commit in between is
+            // not missed.
+            let ready = self.work_ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let answer = self.lease_now(req.clone()).await?;
+            if !answer.tasks.is_empty()
+                || !answer.stop.is_empty()
+                || req.free_slots == 0
+                || tokio::time::timeout_at(deadline, ready).await.is_err()
+            {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// One look at the queue (see [`Scheduler::lease`]).
+    async fn lease_now(&self, req: pb::LeaseRequest) -> Result<pb::LeaseResponse> {
         let _timer = self.metrics().lease_timer();
         let worker = WorkerId::parse("worker_id", &req.worker_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
@@ -84,9 +111,12 @@ impl Scheduler {
                 req.running.len()
             )));
         }
-        let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         self.write(move |tx, published| {
+            // The time of the change, taken in commit order (a Lease
+            // queued behind the Complete that made its task ready is
+            // never dated before it).
+            let now = now_ms();
             let (device, slots, quarantined_until): (String, u32, i64) = store::one(tx, "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&worker], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
@@ -120,6 +150,7 @@ impl Scheduler {
                 }
             }
             let mut tasks = vec![];
+            let mut waits = vec![];
             if free > 0 {
                 // Oldest job first, each job's tasks in order: the (few)
                 // active jobs in order, then each one's runnable tasks by
@@ -170,9 +201,13 @@ impl Scheduler {
                         }
                     }
                     store::exec(tx,
-                        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3 WHERE id = ?1",
-                        params![t.id, worker, now + ttl],
+                        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
+                        params![t.id, worker, now + ttl, now],
                     )?;
+                    // How long it waited in the queue (ready → leased).
+                    if t.ready_ms > 0 {
+                        waits.push((now - t.ready_ms).max(0));
+                    }
                     t.worker_id = worker.clone();
                     let job_state: String = store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
                     if job_state == "queued" {
@@ -197,9 +232,15 @@ impl Scheduler {
                     });
                 }
             }
-            Ok(pb::LeaseResponse { tasks, stop })
+            Ok((pb::LeaseResponse { tasks, stop }, waits))
         })
         .await
+        .map(|(answer, waits)| {
+            for ms in waits {
+                self.metrics().task_waited(ms);
+            }
+            answer
+        })
     }
 
     /// The task row if `worker` holds its `attempt`; otherwise the refusal.
@@ -301,7 +342,6 @@ impl Scheduler {
     }
 
     pub async fn complete(&self, req: pb::CompleteRequest) -> Result<()> {
-        let now = now_ms();
         let end = req
             .end
             .clone()
@@ -309,6 +349,7 @@ impl Scheduler {
         let outcome = ridgeline_common::RunOutcome::try_from(end.clone())
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
         self.write(move |tx, published| {
+            let now = now_ms();
             // A resent completion of an attempt already done is acknowledged.
             if let Some(t) = store::get_task(tx, &req.task_id)? {
                 if t.state == "done" && t.attempt == req.attempt && t.worker_id == req.worker_id {
@@ -316,6 +357,9 @@ impl Scheduler {
                 }
             }
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+            // The worker's figure, but never more than the attempt has been
+            // leased (it is added to the job's cost).
+            let engine_ms = (req.engine_ms.min(i64::MAX as u64) as i64).min((now - t.leased_ms).max(0));
             let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
             if let ridgeline_common::RunOutcome::Stopped { .. } = outcome {
                 return Err(CoordError::InvalidArgument(
@@ -345,12 +389,14 @@ impl Scheduler {
                 }
             }
             store::exec(tx,
-                "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '' WHERE id = ?1",
-                params![t.id, req.checkpoint_hash],
+                "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '', done_ms = ?3, engine_ms = ?4 WHERE id = ?1",
+                params![t.id, req.checkpoint_hash, now, engine_ms],
             )?;
+            // The run's next chunk can start now.
+            store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])?;
             store::exec(tx,
-                "UPDATE jobs SET epochs_trained = epochs_trained + ?2 WHERE id = ?1",
-                params![t.job_id, req.epochs_trained as i64],
+                "UPDATE jobs SET epochs_trained = epochs_trained + ?2, engine_ms = engine_ms + ?3 WHERE id = ?1",
+                params![t.job_id, req.epochs_trained as i64, engine_ms],
             )?;
             store::exec(tx,
                 "UPDATE workers SET tasks_done = tasks_done + 1, failures_in_row = 0 WHERE id = ?1",

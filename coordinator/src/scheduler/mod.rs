@@ -101,6 +101,9 @@ pub struct Scheduler {
     /// Where a job's data files may be (`serve --data-root`).
     data_roots: DataRoots,
     metrics: Arc<Metrics>,
+    /// Woken after every committed batch of changes: Leases waiting for
+    /// work look again (see `lease`).
+    work_ready: Arc<tokio::sync::Notify>,
 }
 
 /// A job file parsed, checked and planned: what [`Scheduler::submit`]
@@ -166,10 +169,18 @@ impl Scheduler {
         let (events, _) = broadcast::channel(4096);
         let metrics = Arc::new(Metrics::new());
         let reader = store.reader()?;
+        let work_ready = Arc::new(tokio::sync::Notify::new());
         let writer = {
             let events = events.clone();
             let metrics = metrics.clone();
+            let work_ready = work_ready.clone();
             GroupCommit::start(store.into_connection(), move |published: Vec<Published>| {
+                // Anything that makes a task ready (a submit, a task done
+                // releasing the next chunk or stage, a re-queue) publishes
+                // an event.
+                if !published.is_empty() {
+                    work_ready.notify_waiters();
+                }
                 metrics.committed(published.iter().map(|p| &p.event));
                 for p in published {
                     // No receiver is fine: nobody is watching.
@@ -184,6 +195,7 @@ impl Scheduler {
             config,
             data_roots: DataRoots::any(),
             metrics,
+            work_ready,
         })
     }
 
@@ -336,7 +348,7 @@ impl Scheduler {
                     now
                 ],
             )?;
-            insert_tasks(tx, &id.to_string(), 0, &tasks)?;
+            insert_tasks(tx, &id.to_string(), 0, &tasks, now)?;
             let ev =
                 store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
             published.push(Published {
@@ -454,21 +466,24 @@ impl Scheduler {
         .to_string();
         results.decisions = decisions;
         results.epochs_trained = job.epochs_trained;
+        results.engine_seconds = job.engine_ms as f64 / 1e3;
         results.name = job.name;
         Ok(results)
     }
 }
 
-/// Stores planned tasks of a job, numbered from `first_ordinal`.
+/// Stores planned tasks of a job, numbered from `first_ordinal`; those
+/// that follow no other task are ready from `now`.
 fn insert_tasks(
     tx: &Transaction,
     job_id: &str,
     first_ordinal: i64,
     tasks: &[planner::PlannedTask],
+    now: i64,
 ) -> Result<()> {
     let mut st = tx.prepare_cached(
-        "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+        "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state, ready_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', CASE WHEN ?7 IS NULL THEN ?10 ELSE 0 END)",
     )?;
     for (i, t) in tasks.iter().enumerate() {
         st.execute(params![
@@ -481,6 +496,7 @@ fn insert_tasks(
             t.after.map(|a| a.to_string()),
             t.last_chunk as i64,
             t.spec.to_json(),
+            now,
         ])?;
     }
     Ok(())

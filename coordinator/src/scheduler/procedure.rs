@@ -96,7 +96,7 @@ pub(super) fn advance(
         let next = ready_stages(&spec, &choices, &planned);
         if !next.is_empty() {
             let first = tasks.iter().map(|t| t.ordinal).max().map_or(0, |o| o + 1);
-            insert_tasks(tx, job_id, first, &next)?;
+            insert_tasks(tx, job_id, first, &next, now)?;
             let stages: BTreeSet<&str> = next.iter().map(|t| t.stage.as_str()).collect();
             tracing::info!(%job_id, ?stages, tasks = next.len(), "stages released");
             for t in store::job_tasks(tx, job_id)?

@@ -73,9 +73,9 @@ pub(super) fn requeue_or_fail(
         store::exec(tx, "DELETE FROM measurements WHERE task_id = ?1", [&t.id])?;
         store::exec(tx,
             "UPDATE tasks SET state = 'pending', attempt = attempt + 1, failures = ?3, worker_id = '',
-                              lease_until = 0, error = ?2
+                              lease_until = 0, error = ?2, ready_ms = ?4, leased_ms = 0
              WHERE id = ?1",
-            params![t.id, message, failures],
+            params![t.id, message, failures, now],
         )?;
         let what = if kind == Setback::HandedBack {
             "handed back"
@@ -216,6 +216,10 @@ pub fn status_of(job: &JobRow, tasks: &[TaskRow], with_tasks: bool) -> pb::JobSt
                     attempt: t.attempt,
                     worker_id: t.worker_id.clone(),
                     error: t.error.clone(),
+                    ready_unix_ms: t.ready_ms,
+                    leased_unix_ms: t.leased_ms,
+                    done_unix_ms: t.done_ms,
+                    engine_ms: t.engine_ms,
                 })
                 .collect()
         } else {

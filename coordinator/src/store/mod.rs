@@ -71,6 +71,7 @@ pub struct JobRow {
     pub created_ms: i64,
     pub finished_ms: i64,
     pub epochs_trained: u64,
+    pub engine_ms: u64,
 }
 
 /// A task row.
@@ -91,6 +92,10 @@ pub struct TaskRow {
     pub lease_until: i64,
     pub checkpoint: String,
     pub error: String,
+    pub ready_ms: i64,
+    pub leased_ms: i64,
+    pub done_ms: i64,
+    pub engine_ms: u64,
 }
 
 /// A worker row.
@@ -108,10 +113,10 @@ pub struct WorkerRow {
 }
 
 pub const JOB_COLS: &str =
-    "id, name, kind, spec, state, error, device, max_attempts, created_ms, finished_ms, epochs_trained";
+    "id, name, kind, spec, state, error, device, max_attempts, created_ms, finished_ms, epochs_trained, engine_ms";
 pub const TASK_COLS: &str =
     "id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state, attempt, \
-                             worker_id, lease_until, checkpoint, error";
+                             worker_id, lease_until, checkpoint, error, ready_ms, leased_ms, done_ms, engine_ms";
 
 pub fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -126,6 +131,7 @@ pub fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         created_ms: r.get(8)?,
         finished_ms: r.get(9)?,
         epochs_trained: r.get::<_, i64>(10)? as u64,
+        engine_ms: r.get::<_, i64>(11)? as u64,
     })
 }
 
@@ -146,6 +152,10 @@ pub fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
         lease_until: r.get(12)?,
         checkpoint: r.get(13)?,
         error: r.get(14)?,
+        ready_ms: r.get(15)?,
+        leased_ms: r.get(16)?,
+        done_ms: r.get(17)?,
+        engine_ms: r.get::<_, i64>(18)? as u64,
     })
 }
 
@@ -227,6 +237,11 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("workers", "failures_in_row", "INTEGER NOT NULL DEFAULT 0"),
         ("workers", "quarantined_until", "INTEGER NOT NULL DEFAULT 0"),
         ("workers", "quarantine_reason", "TEXT NOT NULL DEFAULT ''"),
+        ("jobs", "engine_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("tasks", "ready_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("tasks", "leased_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("tasks", "done_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("tasks", "engine_ms", "INTEGER NOT NULL DEFAULT 0"),
     ];
     for (table, column, decl) in added {
         let mut st = conn.prepare(&format!(

@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_ms     INTEGER NOT NULL,
     finished_ms    INTEGER NOT NULL DEFAULT 0,
     next_seq       INTEGER NOT NULL DEFAULT 1,  -- next event number
-    epochs_trained INTEGER NOT NULL DEFAULT 0
+    epochs_trained INTEGER NOT NULL DEFAULT 0,
+    engine_ms      INTEGER NOT NULL DEFAULT 0   -- workers' engine time, all completed attempts
 );
 
 -- The active jobs, for Lease (finished ones pile up over months).
@@ -40,12 +41,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker_id   TEXT NOT NULL DEFAULT '',
     lease_until INTEGER NOT NULL DEFAULT 0,
     checkpoint  TEXT NOT NULL DEFAULT '',  -- output artifact hash
-    error       TEXT NOT NULL DEFAULT ''
+    error       TEXT NOT NULL DEFAULT '',
+    ready_ms    INTEGER NOT NULL DEFAULT 0, -- could first run (stored, previous chunk done, re-queued)
+    leased_ms   INTEGER NOT NULL DEFAULT 0, -- current attempt leased
+    done_ms     INTEGER NOT NULL DEFAULT 0,
+    engine_ms   INTEGER NOT NULL DEFAULT 0  -- the completing attempt's engine time (worker-measured)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, ordinal);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
 -- A job's open tasks in order (Lease's pick, Complete's "anything left?").
 CREATE INDEX IF NOT EXISTS tasks_by_job_state ON tasks(job_id, state, ordinal);
+-- A run's next chunk (Complete marks it ready).
+CREATE INDEX IF NOT EXISTS tasks_by_after ON tasks(after);
 
 -- The job's event log, as WatchJob streams it (prost-encoded JobEvent).
 CREATE TABLE IF NOT EXISTS events (

@@ -66,6 +66,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Heartbeat used when the coordinator announces none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// The longest a Lease may wait for work (well inside the RPC timeout).
+const LONG_POLL_MAX: Duration = Duration::from_secs(5);
+
 /// Everything a worker needs to run.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -363,6 +366,7 @@ impl Leaser {
                 self.slots.saturating_sub(self.running.len())
             };
             let grace_end = drain_until.unwrap_or(now);
+            let called = Instant::now();
             let outcome = tokio::select! {
                 outcome = async {
                     if need_register {
@@ -384,7 +388,9 @@ impl Leaser {
                     }
                     backoff.reset();
                     just_registered = false;
-                    self.heartbeat
+                    // The heartbeat's cadence counts from the call: after a
+                    // long poll that found nothing, look again at once.
+                    self.heartbeat.saturating_sub(called.elapsed())
                 }
                 Ok(Step::Registered) => {
                     need_register = false;
@@ -433,7 +439,16 @@ impl Leaser {
     }
 
     async fn lease(&mut self, free: usize, draining: bool) -> Result<Step, LeaseFailure> {
+        // With a free slot, the coordinator may hold the answer until a
+        // task is ready (a long poll), so a newly released stage starts at
+        // once rather than at the next heartbeat.
+        let wait = if free > 0 && !draining {
+            self.heartbeat.min(LONG_POLL_MAX)
+        } else {
+            Duration::ZERO
+        };
         let request = pb::LeaseRequest {
+            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
             worker_id: self.worker_id(),
             free_slots: u32::try_from(free).unwrap_or(u32::MAX),
             running: self
@@ -445,8 +460,11 @@ impl Leaser {
                 })
                 .collect(),
         };
-        let answer = match rpc::call(rpc::RPC_TIMEOUT, self.shared.client.clone().lease(request))
-            .await
+        let answer = match rpc::call(
+            rpc::RPC_TIMEOUT + wait,
+            self.shared.client.clone().lease(request),
+        )
+        .await
         {
             Ok(answer) => answer,
             Err(status) => {

@@ -293,6 +293,9 @@ async fn execute(
         None => None,
     };
 
+    // Engine time (the job's compute cost): what runs on the blocking
+    // thread, from reading the dataset to the last evaluation.
+    let engine_started = std::time::Instant::now();
     let joined = {
         let engine = shared.engine.clone();
         let cache = shared.artifacts.clone();
@@ -321,6 +324,7 @@ async fn execute(
         })
         .await
     };
+    let engine_ms = engine_started.elapsed().as_millis() as u64;
     // Whatever the engine says, an attempt that was stopped is owed nothing
     // more (or, at shutdown, the hand-back `run` sends).
     if control.is_stopped() {
@@ -399,6 +403,7 @@ async fn execute(
         end: Some(end),
         checkpoint_hash,
         epochs_trained,
+        engine_ms,
     };
     complete(shared, request, control).await
 }
