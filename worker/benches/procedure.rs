@@ -273,7 +273,7 @@ async fn run(args: Args) -> Result<()> {
     );
 
     // Per stage: where the engine time went and how long ready tasks waited.
-    let mut stages: BTreeMap<&str, (usize, i64, i64)> = BTreeMap::new();
+    let mut stages: BTreeMap<&str, (usize, i64, i64, i64)> = BTreeMap::new();
     for t in &job.tasks {
         let e = stages.entry(t.stage.as_str()).or_default();
         e.0 += 1;
@@ -281,15 +281,19 @@ async fn run(args: Args) -> Result<()> {
         if t.leased_unix_ms > 0 && t.ready_unix_ms > 0 {
             e.2 += (t.leased_unix_ms - t.ready_unix_ms).max(0);
         }
+        if t.done_unix_ms > 0 {
+            e.3 += (t.done_unix_ms - t.leased_unix_ms - t.engine_ms as i64).max(0);
+        }
     }
     println!();
-    println!("| stage | tasks | engine | mean ready → leased |");
-    println!("|---|---:|---:|---:|");
-    for (stage, (n, engine, waited)) in stages {
+    println!("| stage | tasks | engine | mean ready → leased | mean in-task overhead |");
+    println!("|---|---:|---:|---:|---:|");
+    for (stage, (n, engine, waited, in_task)) in stages {
         println!(
-            "| {stage} | {n} | {:.1} s | {:.0} ms |",
+            "| {stage} | {n} | {:.1} s | {:.0} ms | {:.1} ms |",
             engine as f64 / 1e3,
-            waited as f64 / n as f64
+            waited as f64 / n as f64,
+            in_task as f64 / n as f64
         );
     }
     Ok(())

@@ -237,13 +237,18 @@ async fn download_once(mut client: Client, hash: &str) -> Result<Vec<u8>, tonic:
 
 /// Uploads `bytes` and returns their hash once the coordinator has stored
 /// them. Transport failures are retried (the whole upload: the coordinator
-/// keeps nothing of a broken one) until the task is stopped.
+/// keeps nothing of a broken one) until the task is stopped. `hash`, if
+/// given, is the bytes' hash already computed (else it is computed here).
 pub(crate) async fn upload(
     client: &Client,
     bytes: Arc<Vec<u8>>,
+    hash: Option<String>,
     control: &TaskControl,
 ) -> Result<String, TransferError> {
-    let hash = artifact::content_hash(&bytes);
+    let hash = match hash {
+        Some(h) => h,
+        None => artifact::content_hash(&bytes),
+    };
     let mut backoff = Backoff::new();
     loop {
         if control.is_stopped() {

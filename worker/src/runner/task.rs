@@ -97,7 +97,9 @@ enum Ending {
 
 /// What the engine's thread hands back.
 enum Output {
-    Trained(Trained),
+    /// With the hash of its checkpoint, if it made one (computed when it
+    /// was put in the local cache, and not again for the upload).
+    Trained(Trained, Option<String>),
     Searched(Searched),
 }
 
@@ -310,12 +312,17 @@ async fn execute(
                     let out = work::train(&engine, &t, artifact, &ctl, &progress)?;
                     // The next chunk of this run, if it lands here, then
                     // needs no download.
-                    if let Some(bytes) = &out.checkpoint {
-                        if let Err(e) = cache.put(bytes) {
-                            tracing::warn!(error = %e, "cannot keep the checkpoint in the local cache");
-                        }
-                    }
-                    Ok(Output::Trained(out))
+                    let hash = match &out.checkpoint {
+                        Some(bytes) => match cache.put(bytes) {
+                            Ok(hash) => Some(hash),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot keep the checkpoint in the local cache");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    Ok(Output::Trained(out, hash))
                 }
                 TaskSpec::LineSearch(t) => {
                     work::line_search(&engine, &t, artifact, &ctl, &progress).map(Output::Searched)
@@ -346,29 +353,15 @@ async fn execute(
         }
     };
 
-    let (end, checkpoint_hash, epochs_trained) = match output {
-        Output::Trained(t) => {
+    let (end, checkpoint, epochs_trained) = match output {
+        Output::Trained(t, hash) => {
             if matches!(t.outcome, RunOutcome::Stopped { .. }) {
                 return Ending::Stopped;
             }
-            let hash = match t.checkpoint {
-                Some(bytes) => {
-                    match artifacts::upload(&shared.client, Arc::new(bytes), control).await {
-                        Ok(hash) => hash,
-                        Err(TransferError::Stopped) => return Ending::Stopped,
-                        Err(TransferError::Failed(message)) => {
-                            return Ending::Failed {
-                                message,
-                                retryable: true,
-                            }
-                        }
-                    }
-                }
-                None => String::new(),
-            };
-            tracing::info!(outcome = ?t.outcome, epochs_trained = t.epochs_trained, checkpoint = %hash, "training chunk done");
+            tracing::info!(outcome = ?t.outcome, epochs_trained = t.epochs_trained, "training chunk done");
             shared.metrics.trained(t.epochs_trained, t.train_rows);
-            ((&t.outcome).into(), hash, t.epochs_trained)
+            let checkpoint = t.checkpoint.map(|bytes| (Arc::new(bytes), hash));
+            ((&t.outcome).into(), checkpoint, t.epochs_trained)
         }
         Output::Searched(s) => {
             if s.stopped {
@@ -377,13 +370,23 @@ async fn execute(
             tracing::info!(points = s.points, "line search done");
             shared.metrics.searched(s.points);
             let end: pb::RunEnd = (&RunOutcome::Completed { epoch: 0 }).into();
-            (end, String::new(), s.epochs_trained)
+            (end, None, s.epochs_trained)
         }
     };
 
-    // Complete only once every measurement is stored: the coordinator
-    // treats a completed task's curve as whole.
-    match reporter.finish().await {
+    // Complete only once every measurement is stored (the coordinator
+    // treats a completed task's curve as whole) and the checkpoint is
+    // uploaded; the two go at the same time.
+    let upload = async {
+        match checkpoint {
+            Some((bytes, hash)) => artifacts::upload(&shared.client, bytes, hash, control)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (flushed, uploaded) = tokio::join!(reporter.finish(), upload);
+    match flushed {
         ReporterEnd::Flushed => {}
         ReporterEnd::LeaseLost(_) => return Ending::Stopped,
         ReporterEnd::Refused(message) => {
@@ -393,6 +396,16 @@ async fn execute(
             }
         }
     }
+    let checkpoint_hash = match uploaded {
+        Ok(hash) => hash.unwrap_or_default(),
+        Err(TransferError::Stopped) => return Ending::Stopped,
+        Err(TransferError::Failed(message)) => {
+            return Ending::Failed {
+                message,
+                retryable: true,
+            }
+        }
+    };
     if control.is_stopped() {
         return Ending::Stopped;
     }
