@@ -29,24 +29,39 @@ impl Mlp {
 
 impl Mlp {
     /// From the output of layer `i` (before its activation) to the outputs.
-    fn after_layer(&self, i: usize, mut h: Tensor) -> candle_core::Result<Tensor> {
-        let last = self.layers.len() - 1;
-        for j in i..=last {
-            if j > i {
-                h = super::linear(&self.layers[j], &h)?;
-            }
-            if j < last {
-                h = activate(&h, self.activation)?;
-            }
+    fn after_layer(&self, i: usize, h: Tensor) -> candle_core::Result<Tensor> {
+        let mut h = if i < self.layers.len() - 1 {
+            activate(&h, self.activation)?
+        } else {
+            h
+        };
+        for j in i + 1..self.layers.len() {
+            h = self.layer(j, &h)?;
         }
         Ok(h)
+    }
+
+    /// Layer `j` with its activation (none after the last): a hidden ReLU
+    /// layer with bias is one op (`engine::ops::linear_relu`).
+    fn layer(&self, j: usize, h: &Tensor) -> candle_core::Result<Tensor> {
+        let l = &self.layers[j];
+        if j == self.layers.len() - 1 {
+            return super::linear(l, h);
+        }
+        match (self.activation, l.bias()) {
+            (Activation::Relu, Some(b)) => ops::linear_relu(h, l.weight(), b),
+            (a, _) => activate(&super::linear(l, h)?, a),
+        }
     }
 }
 
 impl Model for Mlp {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let h = super::linear(&self.layers[0], &xs.flatten_from(1)?)?;
-        self.after_layer(0, h)
+        let mut h = self.layer(0, &xs.flatten_from(1)?)?;
+        for j in 1..self.layers.len() {
+            h = self.layer(j, &h)?;
+        }
+        Ok(h)
     }
 
     fn split_first(&self) -> Option<&dyn SplitFirst> {

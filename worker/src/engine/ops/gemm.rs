@@ -118,9 +118,3 @@ pub(crate) fn matmul(
         )
     }
 }
-
-/// Threads of rayon's global pool, the one candle's own matmuls use (sized
-/// by `RAYON_NUM_THREADS`; see `engine::device::configure_threads`).
-pub(crate) fn threads() -> usize {
-    rayon::current_num_threads()
-}

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv::ChannelSum;
-use super::gemm::{matmul, threads, Mat};
+use super::gemm::{matmul, Mat};
 use super::{contiguous_f32, use_fast_path};
 
 /// `x·Wᵀ + b` for `x: [B, in]`, `w: [out, in]`, `b: [out]`; `x` of higher
@@ -27,10 +27,48 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         return x.matmul(&w.t()?)?.broadcast_add(b);
     }
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu: false })
 }
 
-struct Linear;
+/// `relu(x·Wᵀ + b)` as one op (same shapes as [`linear`]): the ReLU is
+/// applied to the gemm's output in place, and its backward masks the
+/// output gradient before the layer's gemms, instead of candle's `relu`
+/// node (its own output tensor, and five full-size ops and allocations
+/// backward).
+pub fn linear_relu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let x = if x.rank() == 2 {
+        x.clone()
+    } else {
+        x.flatten_from(1)?
+    };
+    if !use_fast_path(&[&x, w, b]) {
+        return x.matmul(&w.t()?)?.broadcast_add(b)?.relu();
+    }
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { relu: true })
+}
+
+/// Multiply-adds (m·n·k) below which a gemm runs on the calling thread:
+/// for small products (the 64-wide MLP, the CNN's head) handing part of it
+/// to another thread costs more than it saves. Larger ones are split by the
+/// `gemm` crate over rayon's pool. Depends on the sizes only, so results do
+/// not depend on the thread count.
+const PARALLEL_MIN_WORK: usize = 4 << 20;
+
+/// `dst = a · b` (row-major `a.rows × b.cols`, `accumulate` as in
+/// [`matmul`]), multithreaded only above [`PARALLEL_MIN_WORK`].
+fn linear_matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    let threads = if a.rows * b.cols * a.cols < PARALLEL_MIN_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    matmul(dst, b.cols, 1, a, b, accumulate, threads);
+}
+
+struct Linear {
+    relu: bool,
+}
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -70,15 +108,17 @@ impl CustomOp3 for Linear {
         for _ in 0..batch {
             y.extend_from_slice(b);
         }
-        matmul(
+        linear_matmul(
             &mut y,
-            fan_out,
-            1,
             Mat::rm(x, batch, fan_in),
             Mat::rm(w, fan_out, fan_in).t(),
             true,
-            threads(),
         );
+        if self.relu {
+            for v in &mut y {
+                *v = v.max(0.0);
+            }
+        }
         Ok((CpuStorage::F32(y), Shape::from((batch, fan_out))))
     }
 
@@ -87,10 +127,16 @@ impl CustomOp3 for Linear {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        // Through the ReLU: the gradient where the output is positive.
+        let grad = if self.relu {
+            grad.apply_op2_no_bwd(res, &ReluMask)?
+        } else {
+            grad
+        };
         // ∂L/∂x = G·W, only when x needs it.
         let gx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(
@@ -145,8 +191,37 @@ impl CustomOp2 for MatMul {
             candle_core::bail!("matmul of {:?} and {:?}", al.dims(), bl.dims())
         }
         let mut out = vec![0f32; a.rows * b.cols];
-        matmul(&mut out, b.cols, 1, a, b, false, threads());
+        linear_matmul(&mut out, a, b, false);
         Ok((CpuStorage::F32(out), Shape::from((a.rows, b.cols))))
+    }
+}
+
+/// `(grad, y) → grad · [y > 0]`, the ReLU's backward from its output.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "ridgeline-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(gs, gl, "relu mask gradient")?;
+        let y = contiguous_f32(ys, yl, "relu mask output")?;
+        if g.len() != y.len() {
+            candle_core::bail!("relu mask: {:?} against {:?}", gl.dims(), yl.dims())
+        }
+        let out = g
+            .iter()
+            .zip(y)
+            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }
 
@@ -188,6 +263,45 @@ mod tests {
                     gr.get(v).unwrap(),
                     1e-4,
                     &format!("linear {what} gradient, case {i}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn linear_relu_matches_candle_forward_and_backward() {
+        // The last case is large enough for the multithreaded gemm.
+        for (i, &(batch, fan_in, fan_out)) in [(5, 7, 3), (64, 33, 17), (1, 4, 1), (64, 784, 256)]
+            .iter()
+            .enumerate()
+        {
+            let seed = 200 + 10 * i as u64;
+            let x = Var::from_tensor(&randn(&[batch, fan_in], seed)).unwrap();
+            let w = Var::from_tensor(&randn(&[fan_out, fan_in], seed + 1)).unwrap();
+            let b = Var::from_tensor(&randn(&[fan_out], seed + 2)).unwrap();
+            let y = linear_relu(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+            let reference = candle_core::Module::forward(
+                &candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())),
+                x.as_tensor(),
+            )
+            .unwrap()
+            .relu()
+            .unwrap();
+            assert_close(&y, &reference, 1e-4, "linear relu forward");
+            let r = randn(y.dims(), seed + 3);
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (reference * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (v, what) in [(&x, "input"), (&w, "weight"), (&b, "bias")] {
+                assert_close(
+                    g.get(v).unwrap(),
+                    gr.get(v).unwrap(),
+                    1e-4,
+                    &format!("linear relu {what} gradient, case {i}"),
                 );
             }
         }

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`conv2d`] | `conv2d` + bias | backward: direct `conv_transpose2d`, no gemm |
 //! | [`linear`] | `candle_nn::Linear` | input gradient of the data; bias via `sum_keepdim(0)` |
+//! | [`linear_relu`] | `candle_nn::Linear` + `relu` | as `linear`; relu backward is five full-size ops |
 //! | [`relu_max_pool2d`] | `relu` + `max_pool2d(2)` | pool backward is ~7 full-size tensor ops |
 //! | [`cross_entropy`] | `candle_nn::loss::cross_entropy` | ~15 tiny ops per step |
 //!
@@ -25,7 +26,7 @@ mod loss;
 mod pool;
 
 pub use conv::conv2d;
-pub use linear::linear;
+pub use linear::{linear, linear_relu};
 pub use loss::cross_entropy;
 pub use pool::relu_max_pool2d;
 
