@@ -439,7 +439,7 @@ mod tests {
     use candle_core::Var;
 
     use super::*;
-    use crate::engine::ops::tests::{assert_close, randn};
+    use crate::engine::ops::tests::{assert_close, assert_same_gradients, randn};
 
     /// Forward and all three gradients against candle's reference ops, for
     /// odd sizes, several paddings and strides.
@@ -471,22 +471,13 @@ mod tests {
                 .unwrap();
             assert_eq!(y.dims(), reference.dims());
             assert_close(&y, &reference, 1e-4, "conv2d forward");
-            let r = randn(y.dims(), seed + 3);
-            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (reference * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (v, what) in [(&x, "input"), (&wt, "weight"), (&bias, "bias")] {
-                assert_close(
-                    g.get(v).unwrap(),
-                    gr.get(v).unwrap(),
-                    1e-4,
-                    &format!("conv2d {what} gradient, case {i}"),
-                );
-            }
+            assert_same_gradients(
+                y,
+                reference,
+                &[(&x, "input"), (&wt, "weight"), (&bias, "bias")],
+                seed + 3,
+                &format!("conv2d, case {i}"),
+            );
         }
     }
 

@@ -230,7 +230,7 @@ mod tests {
     use candle_core::Var;
 
     use super::*;
-    use crate::engine::ops::tests::{assert_close, randn};
+    use crate::engine::ops::tests::{assert_close, assert_same_gradients, randn};
 
     #[test]
     fn linear_matches_candle_forward_and_backward() {
@@ -249,22 +249,13 @@ mod tests {
             )
             .unwrap();
             assert_close(&y, &reference, 1e-5, "linear forward");
-            let r = randn(y.dims(), seed + 3);
-            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (reference * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (v, what) in [(&x, "input"), (&w, "weight"), (&b, "bias")] {
-                assert_close(
-                    g.get(v).unwrap(),
-                    gr.get(v).unwrap(),
-                    1e-4,
-                    &format!("linear {what} gradient, case {i}"),
-                );
-            }
+            assert_same_gradients(
+                y,
+                reference,
+                &[(&x, "input"), (&w, "weight"), (&b, "bias")],
+                seed + 3,
+                &format!("linear, case {i}"),
+            );
         }
     }
 
@@ -288,22 +279,13 @@ mod tests {
             .relu()
             .unwrap();
             assert_close(&y, &reference, 1e-4, "linear relu forward");
-            let r = randn(y.dims(), seed + 3);
-            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (reference * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (v, what) in [(&x, "input"), (&w, "weight"), (&b, "bias")] {
-                assert_close(
-                    g.get(v).unwrap(),
-                    gr.get(v).unwrap(),
-                    1e-4,
-                    &format!("linear relu {what} gradient, case {i}"),
-                );
-            }
+            assert_same_gradients(
+                y,
+                reference,
+                &[(&x, "input"), (&w, "weight"), (&b, "bias")],
+                seed + 3,
+                &format!("linear relu, case {i}"),
+            );
         }
     }
 

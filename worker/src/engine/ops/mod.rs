@@ -65,6 +65,33 @@ pub(crate) mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    /// The gradients of Σ r·y and Σ r·reference (r random, from `seed`)
+    /// agree for each of `vars`: the op's backward against candle's.
+    pub fn assert_same_gradients(
+        y: Tensor,
+        reference: Tensor,
+        vars: &[(&candle_core::Var, &str)],
+        seed: u64,
+        what: &str,
+    ) {
+        let r = randn(y.dims(), seed);
+        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (reference * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (v, name) in vars {
+            assert_close(
+                g.get(v).unwrap(),
+                gr.get(v).unwrap(),
+                1e-4,
+                &format!("{what}: {name} gradient"),
+            );
+        }
+    }
+
     /// `|a − b| ≤ tol·(1 + |b|)` elementwise, with the same shape.
     pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
         assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
