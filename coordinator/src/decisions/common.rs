@@ -60,6 +60,15 @@ impl MetricKind {
         }
     }
 
+    /// The best value the metric can reach: 1 for accuracy, R² and
+    /// Pearson r; `None` for [`MetricKind::Other`], which has no ceiling.
+    pub fn ceiling(self) -> Option<f64> {
+        match self {
+            Self::Accuracy | Self::R2 | Self::Pearson => Some(1.0),
+            Self::Other => None,
+        }
+    }
+
     /// The chance level: 1/classes for accuracy (balanced classes; pass the
     /// majority-class fraction instead where classes are unbalanced), 0 for
     /// R² and Pearson r. `None` for accuracy without a class count, and for

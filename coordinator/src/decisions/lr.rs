@@ -2,7 +2,8 @@
 //! an LR ramp.
 //!
 //! The LR is chosen by the ramp rule of [`super::ramp`] (steady region
-//! before the cliff, steepest rise per decade of LR inside it). As a second
+//! before the cliff, steepest rise per decade of LR inside it, measured as the
+//! share of the gap to 1 closed for a metric with that ceiling). As a second
 //! opinion, fastai's three LR-finder rules ([`super::fastai`]) are applied
 //! to the mean heldout loss of the same epochs (before any divergence).
 //!
@@ -174,7 +175,7 @@ fn join_and(parts: &[String]) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::decisions::common::MetricKind;
-    use crate::decisions::ramp::{CliffKind, NoiseSource};
+    use crate::decisions::ramp::{CliffKind, NoiseSource, RiseScale};
 
     /// LRs 1e-5 · 10^(i/4), i = 0..n: 4 epochs per decade.
     pub(crate) fn lrs(n: usize) -> Vec<f64> {
@@ -182,13 +183,14 @@ pub(crate) mod tests {
     }
 
     /// A clean ramp of 24 epochs: flat at 0.1 until epoch 6, rising to
-    /// 0.905 by epoch 15 with the largest step between epochs 10 and 11,
+    /// 0.905 by epoch 15 with the largest step between epochs 10 and 11
+    /// (in the metric's units; relative to the gap left, 11 → 12),
     /// flat at the top, then the cliff at epoch 18 (falls to 0.5). Three
     /// seeds with ±0.01 offsets (σ = 0.01); losses mirror the metric.
     pub(crate) fn clean_ramp() -> RampInput {
         let base = [
             0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.12, // flat
-            0.15, 0.25, 0.40, 0.65, 0.80, 0.87, 0.89, // rise, steepest 10→11
+            0.15, 0.25, 0.40, 0.65, 0.80, 0.87, 0.89, // rise, raw steepest 10→11
             0.905, 0.91, 0.905, // top
             0.50, 0.20, 0.15, 0.12, 0.10, 0.10, // cliff
         ];
@@ -224,10 +226,14 @@ pub(crate) mod tests {
         // (epoch 7 is 0.12). hi: first epoch within σ of the top (0.91 →
         // ≥ 0.90): epoch 15 (epoch 14 is 0.89).
         assert_eq!((r.lo.index, r.hi.index), (6, 15));
-        // Smoothed steps peak at 10 → 11 (0.65 − 0.40 raw; smoothed
-        // (Δ9→10 + 2Δ10→11 + Δ11→12)/4 is the largest there too).
-        assert_eq!(a.chosen.unwrap().index, 11);
-        assert_eq!(d.lr, Some(input.x[11]));
+        // Accuracy has a ceiling, so a step's rise is the share of the gap
+        // to 1 it closed. Smoothed with [1,2,1]/4 the mean reads 0.425,
+        // 0.625, 0.78, 0.8575 at epochs 10-13: step 11 → 12 closes 41 % of
+        // the gap (10 → 11: 35 %, 12 → 13: 35 %), the most of any step.
+        assert_eq!(a.rise_scale, RiseScale::Shortfall);
+        assert_eq!(a.chosen.unwrap().index, 12);
+        assert!((a.chosen_closed.unwrap() - 0.413).abs() < 1e-3, "{a:?}");
+        assert_eq!(d.lr, Some(input.x[12]));
         assert_eq!(d.region.unwrap().lo, input.x[6]);
         assert_eq!(d.cliff_lr, Some(input.x[18]));
         assert_eq!(d.confidence, Confidence::Clear, "{:?}", d.reasons);
@@ -235,6 +241,11 @@ pub(crate) mod tests {
         assert_eq!(f.values().len(), 3);
         assert!(d.fastai_ratio.unwrap() <= FASTAI_DISAGREEMENT);
         assert!(d.thoughts.contains("steepest"), "{}", d.thoughts);
+        assert!(
+            d.thoughts.contains("closed 41% of the gap"),
+            "{}",
+            d.thoughts
+        );
         assert!(d.thoughts.contains("fastai"), "{}", d.thoughts);
         assert!(d.thoughts.contains("fell off the cliff"), "{}", d.thoughts);
         // It stores as JSON and comes back (floats to within printing).
@@ -453,8 +464,10 @@ pub(crate) mod tests {
         );
         assert!(d.analysis.noise.unwrap() < 0.02, "{:?}", d.analysis.noise);
         assert_eq!(d.analysis.cliff.unwrap().index, 11);
-        // Steps 0.05 0.1 0.2 0.15 0.1 0.05: steepest (smoothed) is 5 → 6.
-        assert_eq!(d.lr, Some(x[6]));
+        // Smoothed, R² reads 0.125, 0.2875, 0.4375, 0.5375 at epochs 5-8:
+        // in the metric's units 5 → 6 rises most (0.1625 against 0.15), but
+        // 6 → 7 closes more of the gap to 1 (21 % against 19 %).
+        assert_eq!(d.lr, Some(x[7]));
         assert_eq!(d.confidence, Confidence::Clear, "{:?}", d.reasons);
         assert!(d.thoughts.contains("heldout R²"), "{}", d.thoughts);
     }
@@ -473,7 +486,7 @@ pub(crate) mod tests {
             d.analysis.noise_source,
             NoiseSource::CurveRoughness | NoiseSource::Floor
         ));
-        assert_eq!(d.lr, Some(input.x[11]));
+        assert_eq!(d.lr, Some(input.x[12]));
         assert!(d.thoughts.contains("1 seed"), "{}", d.thoughts);
     }
 
@@ -483,12 +496,83 @@ pub(crate) mod tests {
         input.x = (1..=input.x.len()).map(|i| i as f64 * 0.05).collect();
         let opts = RampOptions {
             axis: crate::decisions::common::Axis::Linear,
-            ..RampOptions::lr(MetricKind::Accuracy)
+            ..RampOptions::lr(MetricKind::Other)
         };
         let d = choose_lr(&input, &opts);
         assert_eq!(d.lr, Some(input.x[11]));
         assert!(
             d.thoughts.contains("per unit of learning rate"),
+            "{}",
+            d.thoughts
+        );
+    }
+
+    #[test]
+    fn a_metric_without_a_ceiling_is_measured_in_its_own_units() {
+        // The same clean ramp as an unbounded metric: the steepest rise in
+        // its units is 10 → 11 (smoothed 0.425 → 0.625, the largest step).
+        let input = clean_ramp();
+        let d = choose_lr(&input, &RampOptions::lr(MetricKind::Other));
+        assert_eq!(d.analysis.rise_scale, RiseScale::Metric);
+        assert_eq!(d.analysis.chosen.unwrap().index, 11);
+        assert_eq!(d.analysis.chosen_closed, None);
+        assert!(
+            d.thoughts.contains("per decade of learning rate"),
+            "{}",
+            d.thoughts
+        );
+    }
+
+    /// The mean heldout accuracy of a real ramp (8×8 digits, MLP 64-64-10,
+    /// SGD, batch 32, 3 seeds; `bench/digits`): lr 1e-4 → 10 over 10
+    /// epochs, the cliff at 2.78.
+    fn digits_ramp() -> RampInput {
+        let x = [
+            1e-4, 1e-4, 3.594e-4, 1.292e-3, 4.642e-3, 0.01668, 0.05995, 0.2154, 0.7743, 2.783,
+        ];
+        let seeds = [
+            [
+                0.0917, 0.0917, 0.0917, 0.0944, 0.1806, 0.5722, 0.8361, 0.9139, 0.9528, 0.1417,
+            ],
+            [
+                0.1389, 0.1417, 0.1472, 0.1639, 0.2250, 0.5028, 0.8306, 0.9083, 0.9500, 0.1278,
+            ],
+            [
+                0.0722, 0.0694, 0.0778, 0.1028, 0.2361, 0.5889, 0.8111, 0.9167, 0.9472, 0.2361,
+            ],
+        ];
+        RampInput {
+            x: x.to_vec(),
+            metric: seeds.iter().map(|s| s.to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_ramp_from_an_untrained_model_is_not_chosen_at_its_start() {
+        // In accuracy points the smoothed mean rises most while training at
+        // lr 0.0167 (0.28 → 0.54): the model is learning its first
+        // features, as it would at any workable LR. Measured against the gap
+        // to 1, lr 0.215 (0.78 → 0.90, closing 55 % of what was left; lr
+        // 0.06 closes 52 %) is the steepest; the last LR before the cliff
+        // (0.774) is left out.
+        let input = digits_ramp();
+        let raw = choose_lr(
+            &input,
+            &RampOptions {
+                scale: RiseScale::Metric,
+                ..RampOptions::lr(MetricKind::Accuracy)
+            },
+        );
+        assert_eq!(raw.lr, Some(input.x[5]));
+        let d = choose_lr(&input, &RampOptions::lr(MetricKind::Accuracy));
+        assert_eq!(d.lr, Some(input.x[7]), "{}", d.thoughts);
+        assert!((d.analysis.chosen_closed.unwrap() - 0.548).abs() < 1e-3);
+        assert!(d.analysis.edge_excluded);
+        assert_eq!(d.cliff_lr, Some(input.x[9]));
+        assert_eq!(d.confidence, Confidence::Clear, "{:?}", d.reasons);
+        assert!(
+            d.thoughts.contains("what was left to gain"),
             "{}",
             d.thoughts
         );

@@ -48,4 +48,4 @@ pub use landscape::{
 pub use lr::{choose_lr, Bounds, LrDecision};
 pub use momentum::{choose_momentum, confirm_momentum, MomentumConfirmation, MomentumDecision};
 pub use plateau::{plateau_epoch, PlateauDecision, PlateauOptions};
-pub use ramp::{analyze_ramp, RampAnalysis, RampInput, RampOptions};
+pub use ramp::{analyze_ramp, RampAnalysis, RampInput, RampOptions, RiseScale};

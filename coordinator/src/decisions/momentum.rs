@@ -145,7 +145,8 @@ mod tests {
         let input = momentum_ramp();
         let d = choose_momentum(&input, 0.1, &RampOptions::momentum(MetricKind::Accuracy));
         // Steps: .03 .03 .04 .05 .10 .03 .02 ...; smoothed with [1,2,1]/4
-        // the largest is still 0.75 → 0.85 (epoch 11, μ = 0.55).
+        // the step that closes the largest share of the gap to 1 is still
+        // 0.75 → 0.85 (epoch 11, μ = 0.55).
         assert_eq!(d.analysis.chosen.unwrap().index, 11);
         assert!((d.momentum.unwrap() - 0.55).abs() < 1e-12);
         let c = d.analysis.cliff.unwrap();
@@ -155,7 +156,7 @@ mod tests {
         assert!(r.lo < 0.55 && r.hi > 0.55, "{r:?}");
         assert_eq!(d.confidence, Confidence::Clear, "{:?}", d.reasons);
         assert!(
-            d.thoughts.contains("per unit of momentum"),
+            d.thoughts.contains("closed 29% of the gap"),
             "{}",
             d.thoughts
         );

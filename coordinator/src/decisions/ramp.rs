@@ -38,7 +38,16 @@
 //!    slope of step `i` is the rise divided by the step's length on the
 //!    axis (decades of x for [`Axis::Log`], units of x for
 //!    [`Axis::Linear`]; if some step in the region has no log coordinate,
-//!    per epoch instead). The chosen value is `x[i]` for the steepest step
+//!    per epoch instead). For a metric with a ceiling (accuracy, R²,
+//!    Pearson r: 1) the rise is measured as the share of what was left to
+//!    gain, the fall of `ln(1 − m)` ([`RiseScale::Shortfall`]; the gap is
+//!    floored at [`SHORTFALL_FLOOR`]): a ramp starts from an untrained
+//!    model, which gains the most accuracy in its first epochs at any
+//!    workable rate, so in units of the metric the steepest rise sits at
+//!    the start of the ramp whatever the landscape. Halving the error is the
+//!    same progress at 50 % as at 90 %. A metric without a ceiling
+//!    ([`MetricKind::Other`]) keeps its own units ([`RiseScale::Metric`]).
+//!    The chosen value is `x[i]` for the steepest step
 //!    with `lo < i ≤ hi`, except that when the region runs right up to the
 //!    cliff (`hi = c − 1`) and has at least two steps, the last one is left
 //!    out: a rise still under way when the cliff came is not a steady one,
@@ -88,8 +97,45 @@ pub struct RampOptions {
     pub weak_rise_ratio: f64,
     /// σ is at least this fraction of the mean's rise up to its maximum.
     pub min_noise_rel: f64,
+    /// How a rise is measured when looking for the steepest (rule 5).
+    pub scale: RiseScale,
     /// For the wording of the Thoughts.
     pub metric: MetricKind,
+}
+
+/// How rule 5 measures a rise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiseScale {
+    /// In units of the metric.
+    #[default]
+    Metric,
+    /// As the fall of `ln(1 − m)`: the share of the gap to a perfect 1
+    /// that a step closed.
+    Shortfall,
+}
+
+/// A metric within this of its ceiling counts as this far from it, so a
+/// perfect epoch does not make its step infinitely steep.
+pub const SHORTFALL_FLOOR: f64 = 1e-3;
+
+impl RiseScale {
+    /// The scale for a metric: [`RiseScale::Shortfall`] when it has a
+    /// ceiling.
+    pub fn for_metric(metric: MetricKind) -> Self {
+        if metric.ceiling().is_some() {
+            Self::Shortfall
+        } else {
+            Self::Metric
+        }
+    }
+
+    fn apply(self, m: f64) -> f64 {
+        match self {
+            Self::Metric => m,
+            Self::Shortfall => -(1.0 - m).max(SHORTFALL_FLOOR).ln(),
+        }
+    }
 }
 
 impl RampOptions {
@@ -101,6 +147,7 @@ impl RampOptions {
             region_k: 1.0,
             weak_rise_ratio: 3.0,
             min_noise_rel: 0.01,
+            scale: RiseScale::for_metric(metric),
             metric,
         }
     }
@@ -198,6 +245,13 @@ pub struct RampAnalysis {
     pub steepest_slope: Option<f64>,
     /// The slope was measured per epoch (some x had no log coordinate).
     pub slope_per_epoch: bool,
+    /// What the slope's rise is measured in.
+    #[serde(default)]
+    pub rise_scale: RiseScale,
+    /// On the [`RiseScale::Shortfall`] scale: the share of the gap to 1
+    /// that the chosen step closed (on the smoothed mean).
+    #[serde(default)]
+    pub chosen_closed: Option<f64>,
     /// The region ran right up to the cliff, and its last epoch was left
     /// out of the choice (rule 5).
     pub edge_excluded: bool,
@@ -262,6 +316,8 @@ pub fn analyze_ramp(input: &RampInput, opts: &RampOptions) -> RampAnalysis {
         chosen: None,
         steepest_slope: None,
         slope_per_epoch: false,
+        rise_scale: opts.scale,
+        chosen_closed: None,
         edge_excluded: false,
         still_rising_at_end: false,
         confidence: Confidence::Undetermined,
@@ -413,7 +469,7 @@ pub fn analyze_ramp(input: &RampInput, opts: &RampOptions) -> RampAnalysis {
         if du <= 0.0 {
             continue;
         }
-        let slope = (sm[i] - sm[i - 1]) / du;
+        let slope = (opts.scale.apply(sm[i]) - opts.scale.apply(sm[i - 1])) / du;
         if slope > steepest {
             steepest = slope;
             chosen = i;
@@ -421,6 +477,10 @@ pub fn analyze_ramp(input: &RampInput, opts: &RampOptions) -> RampAnalysis {
     }
     a.chosen = Some(point(chosen));
     a.steepest_slope = steepest.is_finite().then_some(steepest);
+    if opts.scale == RiseScale::Shortfall && chosen >= 1 {
+        let gap = |m: f64| (1.0 - m).max(SHORTFALL_FLOOR);
+        a.chosen_closed = Some(1.0 - gap(sm[chosen]) / gap(sm[chosen - 1]));
+    }
     a.still_rising_at_end = a.cliff.is_none() && hi + 1 == c && c == n;
 
     // 6. Confidence.
@@ -530,13 +590,22 @@ pub(crate) fn describe(
             (Axis::Log, false) => format!("per decade of {name}"),
             (Axis::Linear, false) => format!("per unit of {name}"),
         };
-        t.push(format!(
-            "It rose steadily (by more than the noise) between {short} {} and {}; I chose {short} {}, where the rise was steepest ({} {per}).",
-            fmt_num(r.lo.x),
-            fmt_num(r.hi.x),
-            fmt_num(c.x),
-            fmt_num(a.steepest_slope.unwrap_or(f64::NAN)),
-        ));
+        match (a.rise_scale, a.chosen_closed) {
+            (RiseScale::Shortfall, Some(closed)) => t.push(format!(
+                "It rose steadily (by more than the noise) between {short} {} and {}; I chose {short} {}, where the rise was steepest for what was left to gain: in its epoch it closed {:.0}% of the gap to a perfect 1 (smoothed curve). I measure a rise against that gap because an untrained model gains the most in its first epochs at any workable {name}, so the raw rise would favour the start of the ramp.",
+                fmt_num(r.lo.x),
+                fmt_num(r.hi.x),
+                fmt_num(c.x),
+                100.0 * closed,
+            )),
+            _ => t.push(format!(
+                "It rose steadily (by more than the noise) between {short} {} and {}; I chose {short} {}, where the rise was steepest ({} {per}).",
+                fmt_num(r.lo.x),
+                fmt_num(r.hi.x),
+                fmt_num(c.x),
+                fmt_num(a.steepest_slope.unwrap_or(f64::NAN)),
+            )),
+        }
         if a.edge_excluded {
             t.push(format!(
                 "I did not take {short} {}, the last one before the cliff: it was still rising when the cliff came, one step from falling off.",
