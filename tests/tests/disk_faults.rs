@@ -287,6 +287,8 @@ async fn a_full_disk_refuses_changes_clearly_and_loses_nothing() {
         checkpoint_hash: String::new(),
         epochs_trained: 3,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();

@@ -349,6 +349,8 @@ async fn scripted_worker(
                 checkpoint_hash: String::new(),
                 epochs_trained: epochs,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await
             .unwrap();

@@ -213,6 +213,8 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
             checkpoint_hash: String::new(),
             epochs_trained: 2,
             engine_ms: 0,
+            next_slots: 0,
+            last_report: None,
         })
         .await
         .unwrap_err();
@@ -242,6 +244,8 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
         checkpoint_hash: String::new(),
         epochs_trained: 2,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();
@@ -313,6 +317,8 @@ async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
         checkpoint_hash: String::new(),
         epochs_trained: 3,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();
@@ -628,6 +634,8 @@ async fn a_retried_attempt_replaces_the_abandoned_one_s_measurements() {
         checkpoint_hash: String::new(),
         epochs_trained: 1,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();
@@ -683,6 +691,8 @@ async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
         checkpoint_hash: String::new(),
         epochs_trained: 2,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     };
     let err = w
         .complete(complete(pb::run_end::Kind::Stopped))
@@ -827,6 +837,8 @@ async fn a_worker_that_fails_everything_is_quarantined() {
                 checkpoint_hash: String::new(),
                 epochs_trained: 2,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await
             .unwrap();
@@ -968,5 +980,166 @@ async fn a_long_poll_lease_gets_a_task_submitted_while_it_waits() {
     .unwrap()
     .into_inner();
     assert!(answer.tasks.is_empty());
+    c.stop().await;
+}
+
+/// A Complete with `next_slots` leases the worker's next task in the same
+/// call (the real worker's steady state: no Lease between two tasks), never
+/// beyond the slots it registered; a resent Complete leases nothing more,
+/// and a bad `next_slots` is refused without storing the completion.
+#[tokio::test]
+async fn a_completion_leases_the_next_task_within_the_worker_s_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::line_search(4, 1)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await; // one slot
+    let done = |t: &pb::TaskAssignment, next_slots: u32| pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            ..Default::default()
+        }),
+        checkpoint_hash: String::new(),
+        epochs_trained: 0,
+        engine_ms: 0,
+        next_slots,
+        last_report: None,
+    };
+    let t1 = lease_one(&mut w, &a).await;
+    let mut next = w.complete(done(&t1, 1)).await.unwrap().into_inner().tasks;
+    assert_eq!(next.len(), 1, "{next:?}");
+    let t2 = next.remove(0);
+    assert_eq!((t2.job_id.as_str(), t2.attempt), (job.as_str(), 1));
+    assert_ne!(t2.task_id, t1.task_id);
+
+    // A resend of t1's completion is acknowledged and leases nothing.
+    let again = w.complete(done(&t1, 1)).await.unwrap().into_inner();
+    assert!(again.tasks.is_empty(), "{again:?}");
+
+    // Asking for five gets one: the worker has one slot, freed by t2.
+    let mut next = w.complete(done(&t2, 5)).await.unwrap().into_inner().tasks;
+    assert_eq!(next.len(), 1, "{next:?}");
+    let t3 = next.remove(0);
+
+    // More than any worker can hold: refused, and t3 is still leased.
+    let err = w.complete(done(&t3, 5000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("next_slots"), "{}", err.message());
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let state = |id: &str| {
+        s.tasks
+            .iter()
+            .find(|t| t.task_id == id)
+            .map(|t| t.state)
+            .unwrap()
+    };
+    assert_eq!(state(&t3.task_id), pb::TaskState::Leased as i32);
+    assert_eq!(state(&t2.task_id), pb::TaskState::Done as i32);
+
+    // next_slots 0: the old way, nothing leased; the last task then comes
+    // from a Lease, and the job finishes.
+    let none = w.complete(done(&t3, 0)).await.unwrap().into_inner();
+    assert!(none.tasks.is_empty());
+    let t4 = lease_one(&mut w, &a).await;
+    let last = w.complete(done(&t4, 1)).await.unwrap().into_inner();
+    assert!(last.tasks.is_empty(), "nothing left to lease: {last:?}");
+    let end = ridgeline_tests::wait_for_end(&mut client, &job, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+    c.stop().await;
+}
+
+/// A Complete may carry the attempt's last report: stored in the same
+/// transaction just before the completion, once even when the Complete is
+/// resent, and refused as a whole (nothing stored, the task still leased)
+/// when it does not belong to the attempt or has a bad item.
+#[tokio::test]
+async fn a_completion_can_carry_the_attempt_s_last_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let mut w = c.workers().await;
+    let a = register(&mut w, "a").await;
+    let t = lease_one(&mut w, &a).await;
+    w.report(report(&a, &t, 1, 0)).await.unwrap();
+    let done = pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            epoch: 2,
+            ..Default::default()
+        }),
+        checkpoint_hash: String::new(),
+        epochs_trained: 2,
+        engine_ms: 0,
+        next_slots: 1,
+        last_report: Some(pb::ReportRequest {
+            worker_id: a.clone(),
+            task_id: t.task_id.clone(),
+            attempt: t.attempt,
+            seq: 2,
+            items: vec![epoch_item(1), epoch_item(2)],
+        }),
+    };
+    let epochs = |r: &pb::JobResults| -> Vec<f64> {
+        r.curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.x))
+            .collect()
+    };
+    let results =
+        |mut client: ridgeline_common::proto::v1::job_service_client::JobServiceClient<
+            tonic::transport::Channel,
+        >,
+         job: String| async move {
+            client
+                .get_results(pb::GetResultsRequest { job_id: job })
+                .await
+                .unwrap()
+                .into_inner()
+        };
+
+    let mut other_attempt = done.clone();
+    other_attempt.last_report.as_mut().unwrap().attempt = 7;
+    let err = w.complete(other_attempt).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("last_report"), "{}", err.message());
+    let mut bad_item = done.clone();
+    bad_item.last_report.as_mut().unwrap().items[1].kind = None;
+    let err = w.complete(bad_item).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("last_report.items[1]"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        epochs(&results(client.clone(), job.clone()).await),
+        vec![0.0],
+        "a refused Complete stores none of its report"
+    );
+
+    let answer = w.complete(done.clone()).await.unwrap().into_inner();
+    assert!(answer.tasks.is_empty(), "nothing else to lease");
+    // A resend (its answer lost): acknowledged, nothing stored twice.
+    w.complete(done).await.unwrap();
+    assert_eq!(
+        epochs(&results(client.clone(), job.clone()).await),
+        vec![0.0, 1.0, 2.0]
+    );
+    let end = ridgeline_tests::wait_for_end(&mut client, &job, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
     c.stop().await;
 }

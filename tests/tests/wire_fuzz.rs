@@ -190,6 +190,8 @@ impl Fixture {
                 checkpoint_hash: String::new(),
                 epochs_trained: 2,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await
             .expect("complete");
@@ -994,6 +996,8 @@ async fn send(
                 checkpoint_hash,
                 epochs_trained,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await
             .map(drop)
@@ -1336,6 +1340,8 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
                 checkpoint_hash: String::new(),
                 epochs_trained: 3,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await;
         refused(complete, *code);
@@ -1396,6 +1402,8 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
         checkpoint_hash: String::new(),
         epochs_trained: 3,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();
@@ -1556,6 +1564,8 @@ async fn measurements_a_task_cannot_have_made_are_refused_naming_the_field() {
                 checkpoint_hash: hash.repeat(10_000),
                 epochs_trained: 0,
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await,
             Code::InvalidArgument,
@@ -1849,6 +1859,8 @@ async fn nan_and_infinite_metrics_are_recorded_as_sent_and_end_in_divergence() {
         checkpoint_hash: String::new(),
         epochs_trained: 2,
         engine_ms: 0,
+        next_slots: 0,
+        last_report: None,
     })
     .await
     .unwrap();

@@ -189,6 +189,8 @@ impl Worker {
                 end: Some(end),
                 checkpoint_hash: String::new(),
                 engine_ms: 0,
+                next_slots: 0,
+                last_report: None,
             })
             .await
             .expect("complete");

@@ -117,11 +117,16 @@ impl Scheduler {
             // queued behind the Complete that made its task ready is
             // never dated before it).
             let now = now_ms();
-            let (device, slots, quarantined_until): (String, u32, i64) = store::one(tx, "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&worker], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?
-                .ok_or_else(|| CoordError::NotFound(format!("worker {worker} is not registered: register again")))?;
+            let (device, slots, quarantined_until): (String, u32, i64) = store::one(
+                tx,
+                "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1",
+                [&worker],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| {
+                CoordError::NotFound(format!("worker {worker} is not registered: register again"))
+            })?;
             // Never more than the slots it registered, whatever it asks; and
             // nothing new while quarantined (its leases are still renewed).
             let held = req.running.len() as u32;
@@ -130,18 +135,32 @@ impl Scheduler {
             } else {
                 req.free_slots.min(slots.saturating_sub(held)) as usize
             };
-            store::exec(tx, "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker, now])?;
+            store::exec(
+                tx,
+                "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+                params![worker, now],
+            )?;
             let mut stop = vec![];
             for r in &req.running {
-                let current = store::one(tx,
-                        "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
-                        [&r.task_id],
-                        |row| Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
-                    )
-                    .optional()?;
+                let current = store::one(
+                    tx,
+                    "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
+                    [&r.task_id],
+                    |row| {
+                        Ok((
+                            row.get::<_, u32>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
                 match current {
-                    Some((attempt, state, w)) if attempt == r.attempt && state == "leased" && w == worker => {
-                        store::exec(tx,
+                    Some((attempt, state, w))
+                        if attempt == r.attempt && state == "leased" && w == worker =>
+                    {
+                        store::exec(
+                            tx,
                             "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
                             params![r.task_id, now + ttl],
                         )?;
@@ -149,89 +168,7 @@ impl Scheduler {
                     _ => stop.push(r.task_id.clone()),
                 }
             }
-            let mut tasks = vec![];
-            let mut waits = vec![];
-            if free > 0 {
-                // Oldest job first, each job's tasks in order: the (few)
-                // active jobs in order, then each one's runnable tasks by
-                // the (job_id, state, ordinal) index, stopping as soon as
-                // the free slots are filled. The cost does not grow with
-                // the queue (one sorted scan of every pending task did).
-                // (The worker's kind is worked out here: a `LIKE ?` in the
-                // query made SQLite prepare it again on every call.)
-                let kind = if device.starts_with("cuda") { "cuda" } else { "cpu" };
-                let mut jobs_st = tx.prepare_cached(
-                    "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND device IN ('any', ?1)
-                     ORDER BY created_ms, rowid",
-                )?;
-                let active = jobs_st
-                    .query_map([kind], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT {TASK_COLS} FROM tasks t
-                     WHERE t.job_id = ?1 AND t.state = 'pending'
-                       AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
-                     ORDER BY t.ordinal LIMIT ?2"
-                ))?;
-                let mut picked = vec![];
-                for job in &active {
-                    let left = free - picked.len();
-                    if left == 0 {
-                        break;
-                    }
-                    picked.extend(
-                        st.query_map(params![job, left as i64], store::task_row)?
-                            .collect::<rusqlite::Result<Vec<_>>>()?,
-                    );
-                }
-                for mut t in picked {
-                    // The stored spec goes out as it is, unless it is a
-                    // chunk that continues from its predecessor's checkpoint.
-                    let mut spec_json = std::mem::take(&mut t.spec);
-                    if let Some(after) = &t.after {
-                        match continued(tx, &t.id, &spec_json, after)? {
-                            Ok(json) => spec_json = json,
-                            Err(msg) => {
-                                // Cannot happen through Complete's checks; if
-                                // the store says so anyway, fail this job
-                                // rather than every Lease call.
-                                requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
-                                continue;
-                            }
-                        }
-                    }
-                    store::exec(tx,
-                        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
-                        params![t.id, worker, now + ttl, now],
-                    )?;
-                    // How long it waited in the queue (ready → leased).
-                    if t.ready_ms > 0 {
-                        waits.push((now - t.ready_ms).max(0));
-                    }
-                    t.worker_id = worker.clone();
-                    let job_state: String = store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
-                    if job_state == "queued" {
-                        store::exec(tx, "UPDATE jobs SET state = 'running' WHERE id = ?1", [&t.job_id])?;
-                        let ev = store::append_event(tx, &t.job_id, now, job_change("running", "first task leased"))?;
-                        published.push(Published {
-                            job_id: t.job_id.clone(),
-                            event: ev,
-                        });
-                    }
-                    let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "leased", ""))?;
-                    published.push(Published {
-                        job_id: t.job_id.clone(),
-                        event: ev,
-                    });
-                    tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, "task leased");
-                    tasks.push(pb::TaskAssignment {
-                        task_id: t.id.clone(),
-                        attempt: t.attempt,
-                        job_id: t.job_id.clone(),
-                        spec_json,
-                    });
-                }
-            }
+            let (tasks, waits) = pick_tasks(tx, published, &worker, &device, free, now, ttl)?;
             Ok((pb::LeaseResponse { tasks, stop }, waits))
         })
         .await
@@ -274,88 +211,57 @@ impl Scheduler {
 
     /// Stores one report of measurements (idempotent by seq).
     pub async fn report(&self, req: pb::ReportRequest) -> Result<pb::ReportResponse> {
-        if req.items.len() > 10_000 {
-            return Err(CoordError::InvalidArgument(
-                "`items`: more than 10000 in one report".into(),
-            ));
-        }
-        for (i, item) in req.items.iter().enumerate() {
-            wire::check_progress(item).map_err(|e| {
-                CoordError::InvalidArgument(format!("`items[{i}].{}`: {}", e.field, e.message))
-            })?;
-        }
+        check_report(&req, "")?;
         let now = now_ms();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        self.write(move |tx, published| {
-            let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
-            let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
-            for (i, item) in req.items.iter().enumerate() {
-                check_fits(&spec, i, item)?;
-            }
-            store::exec(tx,
-                "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
-                params![t.id, now + ttl],
-            )?;
-            let fresh = store::exec(tx,
-                "INSERT OR IGNORE INTO reports(task_id, attempt, seq) VALUES (?1, ?2, ?3)",
-                params![t.id, req.attempt, req.seq as i64],
-            )? == 1;
-            if fresh {
-                for item in &req.items {
-                    let mut item = item.clone();
-                    // Measurements belong to the task's curve and attempt,
-                    // whatever the worker wrote.
-                    item.curve = t.curve.clone();
-                    item.task_id = t.id.clone();
-                    item.attempt = t.attempt;
-                    let (kind, key) = match &item.kind {
-                        Some(pb::progress::Kind::Epoch(e)) => ("epoch", e.step as i64),
-                        Some(pb::progress::Kind::Point(p)) => ("point", p.index as i64),
-                        Some(pb::progress::Kind::End(_)) => ("end", 0),
-                        Some(pb::progress::Kind::Data(_)) => ("data", 0),
-                        None => return Err(CoordError::InvalidArgument("`items.kind`: is missing".into())),
-                    };
-                    store::exec(tx,
-                        "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![t.job_id, t.curve, kind, key, item.encode_to_vec(), t.id, t.attempt],
-                    )?;
-                    let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
-                    published.push(Published {
-                        job_id: t.job_id.clone(),
-                        event: ev,
-                    });
+        self.write(move |tx, published| store_report(tx, published, &req, now, ttl))
+            .await
+            .inspect(|r| {
+                if r.stored {
+                    self.metrics().report_stored();
                 }
-            }
-            let job_state: String = store::one(tx, "SELECT state FROM jobs WHERE id = ?1", [&t.job_id], |r| r.get(0))?;
-            Ok(pb::ReportResponse {
-                stored: fresh,
-                stop: job_state == "cancelled",
             })
-        })
-        .await
-        .inspect(|r| {
-            if r.stored {
-                self.metrics().report_stored();
-            }
-        })
     }
 
-    pub async fn complete(&self, req: pb::CompleteRequest) -> Result<()> {
+    /// Stores a task attempt as done; then, with `next_slots`, leases the
+    /// worker its next tasks in the same transaction.
+    pub async fn complete(&self, req: pb::CompleteRequest) -> Result<pb::CompleteResponse> {
         let end = req
             .end
             .clone()
             .ok_or_else(|| CoordError::InvalidArgument("`end`: is missing".into()))?;
         let outcome = ridgeline_common::RunOutcome::try_from(end.clone())
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        if let Some(r) = &req.last_report {
+            if r.worker_id != req.worker_id || r.task_id != req.task_id || r.attempt != req.attempt
+            {
+                return Err(CoordError::InvalidArgument(
+                    "`last_report`: its worker_id, task_id and attempt must be the Complete's"
+                        .into(),
+                ));
+            }
+            check_report(r, "last_report.")?;
+        }
+        if req.next_slots > MAX_SLOTS {
+            return Err(CoordError::InvalidArgument(format!(
+                "`next_slots`: {}, more than a worker can hold ({MAX_SLOTS})",
+                req.next_slots
+            )));
+        }
+        let ttl = self.config.lease_ttl.as_millis() as i64;
         self.write(move |tx, published| {
             let now = now_ms();
             // A resent completion of an attempt already done is acknowledged.
             if let Some(t) = store::get_task(tx, &req.task_id)? {
                 if t.state == "done" && t.attempt == req.attempt && t.worker_id == req.worker_id {
-                    return Ok(());
+                    return Ok((vec![], vec![], false));
                 }
             }
+            // Its last measurements first, as their Report would store them.
+            let reported = match &req.last_report {
+                Some(r) => store_report(tx, published, r, now, ttl)?.stored,
+                None => false,
+            };
             let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             // The worker's figure, but never more than the attempt has been
             // leased (it is added to the job's cost).
@@ -455,9 +361,36 @@ impl Scheduler {
                     finish_job(tx, &t.job_id, "succeeded", "", now, published)?;
                 }
             }
-            Ok(())
+            if req.next_slots == 0 {
+                return Ok((vec![], vec![], reported));
+            }
+            // The next lease. The worker's slots minus what the store says
+            // it holds (not a list from the worker: this call carries none).
+            let (device, slots, quarantined_until): (String, u32, i64) = store::one(tx, "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&req.worker_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?
+                .ok_or_else(|| CoordError::NotFound(format!("worker {} is not registered: register again", clip(&req.worker_id, 80))))?;
+            let held: u32 = store::one(tx, "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'", [&req.worker_id], |r| r.get(0))?;
+            let free = if quarantined_until > now {
+                0
+            } else {
+                req.next_slots.min(slots.saturating_sub(held)) as usize
+            };
+            store::exec(tx, "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![req.worker_id, now])?;
+            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &device, free, now, ttl)?;
+            Ok((tasks, waits, reported))
         })
         .await
+        .map(|(tasks, waits, reported)| {
+            if reported {
+                self.metrics().report_stored();
+            }
+            for ms in waits {
+                self.metrics().task_waited(ms);
+            }
+            pb::CompleteResponse { tasks }
+        })
     }
 
     pub async fn fail(&self, req: pb::FailRequest) -> Result<()> {
@@ -690,4 +623,207 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Leases up to `free` runnable tasks to `worker` (of `device`): the oldest
+/// active job first, each job's tasks in order. Returns the assignments and
+/// how long each waited in the queue (ms). Shared by Lease and by
+/// Complete's next lease.
+#[allow(clippy::too_many_arguments)]
+fn pick_tasks(
+    tx: &Transaction,
+    published: &mut Vec<Published>,
+    worker: &str,
+    device: &str,
+    free: usize,
+    now: i64,
+    ttl: i64,
+) -> Result<(Vec<pb::TaskAssignment>, Vec<i64>)> {
+    let mut tasks = vec![];
+    let mut waits = vec![];
+    if free == 0 {
+        return Ok((tasks, waits));
+    }
+    // Oldest job first, each job's tasks in order: the (few)
+    // active jobs in order, then each one's runnable tasks by
+    // the (job_id, state, ordinal) index, stopping as soon as
+    // the free slots are filled. The cost does not grow with
+    // the queue (one sorted scan of every pending task did).
+    // (The worker's kind is worked out here: a `LIKE ?` in the
+    // query made SQLite prepare it again on every call.)
+    let kind = if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    let mut jobs_st = tx.prepare_cached(
+        "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND device IN ('any', ?1)
+         ORDER BY created_ms, rowid",
+    )?;
+    let active = jobs_st
+        .query_map([kind], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT {TASK_COLS} FROM tasks t
+         WHERE t.job_id = ?1 AND t.state = 'pending'
+           AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
+         ORDER BY t.ordinal LIMIT ?2"
+    ))?;
+    let mut picked = vec![];
+    for job in &active {
+        let left = free - picked.len();
+        if left == 0 {
+            break;
+        }
+        picked.extend(
+            st.query_map(params![job, left as i64], store::task_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
+    }
+    for mut t in picked {
+        // The stored spec goes out as it is, unless it is a
+        // chunk that continues from its predecessor's checkpoint.
+        let mut spec_json = std::mem::take(&mut t.spec);
+        if let Some(after) = &t.after {
+            match continued(tx, &t.id, &spec_json, after)? {
+                Ok(json) => spec_json = json,
+                Err(msg) => {
+                    // Cannot happen through Complete's checks; if
+                    // the store says so anyway, fail this job
+                    // rather than every Lease call.
+                    requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+                    continue;
+                }
+            }
+        }
+        store::exec(tx,
+            "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
+            params![t.id, worker, now + ttl, now],
+        )?;
+        // How long it waited in the queue (ready → leased).
+        if t.ready_ms > 0 {
+            waits.push((now - t.ready_ms).max(0));
+        }
+        t.worker_id = worker.to_string();
+        let job_state: String = store::one(
+            tx,
+            "SELECT state FROM jobs WHERE id = ?1",
+            [&t.job_id],
+            |r| r.get(0),
+        )?;
+        if job_state == "queued" {
+            store::exec(
+                tx,
+                "UPDATE jobs SET state = 'running' WHERE id = ?1",
+                [&t.job_id],
+            )?;
+            let ev = store::append_event(
+                tx,
+                &t.job_id,
+                now,
+                job_change("running", "first task leased"),
+            )?;
+            published.push(Published {
+                job_id: t.job_id.clone(),
+                event: ev,
+            });
+        }
+        let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "leased", ""))?;
+        published.push(Published {
+            job_id: t.job_id.clone(),
+            event: ev,
+        });
+        tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, "task leased");
+        tasks.push(pb::TaskAssignment {
+            task_id: t.id.clone(),
+            attempt: t.attempt,
+            job_id: t.job_id.clone(),
+            spec_json,
+        });
+    }
+    Ok((tasks, waits))
+}
+
+/// The checks a report passes before it is queued for the writer (`field`:
+/// where it sits in the request, e.g. "last_report.").
+fn check_report(req: &pb::ReportRequest, field: &str) -> Result<()> {
+    if req.items.len() > 10_000 {
+        return Err(CoordError::InvalidArgument(format!(
+            "`{field}items`: more than 10000 in one report"
+        )));
+    }
+    for (i, item) in req.items.iter().enumerate() {
+        wire::check_progress(item).map_err(|e| {
+            CoordError::InvalidArgument(format!("`{field}items[{i}].{}`: {}", e.field, e.message))
+        })?;
+    }
+    Ok(())
+}
+
+/// Stores one report in the writer's transaction (Report, and Complete's
+/// `last_report`).
+fn store_report(
+    tx: &Transaction,
+    published: &mut Vec<Published>,
+    req: &pb::ReportRequest,
+    now: i64,
+    ttl: i64,
+) -> Result<pb::ReportResponse> {
+    let t = Scheduler::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
+    let spec = TaskSpec::from_json(&t.spec)
+        .map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
+    for (i, item) in req.items.iter().enumerate() {
+        check_fits(&spec, i, item)?;
+    }
+    store::exec(
+        tx,
+        "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
+        params![t.id, now + ttl],
+    )?;
+    let fresh = store::exec(
+        tx,
+        "INSERT OR IGNORE INTO reports(task_id, attempt, seq) VALUES (?1, ?2, ?3)",
+        params![t.id, req.attempt, req.seq as i64],
+    )? == 1;
+    if fresh {
+        for item in &req.items {
+            let mut item = item.clone();
+            // Measurements belong to the task's curve and attempt,
+            // whatever the worker wrote.
+            item.curve = t.curve.clone();
+            item.task_id = t.id.clone();
+            item.attempt = t.attempt;
+            let (kind, key) = match &item.kind {
+                Some(pb::progress::Kind::Epoch(e)) => ("epoch", e.step as i64),
+                Some(pb::progress::Kind::Point(p)) => ("point", p.index as i64),
+                Some(pb::progress::Kind::End(_)) => ("end", 0),
+                Some(pb::progress::Kind::Data(_)) => ("data", 0),
+                None => {
+                    return Err(CoordError::InvalidArgument(
+                        "`items.kind`: is missing".into(),
+                    ))
+                }
+            };
+            store::exec(tx,
+                "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.job_id, t.curve, kind, key, item.encode_to_vec(), t.id, t.attempt],
+            )?;
+            let ev = store::append_event(tx, &t.job_id, now, pb::job_event::Kind::Progress(item))?;
+            published.push(Published {
+                job_id: t.job_id.clone(),
+                event: ev,
+            });
+        }
+    }
+    let job_state: String = store::one(
+        tx,
+        "SELECT state FROM jobs WHERE id = ?1",
+        [&t.job_id],
+        |r| r.get(0),
+    )?;
+    Ok(pb::ReportResponse {
+        stored: fresh,
+        stop: job_state == "cancelled",
+    })
 }

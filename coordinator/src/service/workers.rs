@@ -129,8 +129,9 @@ impl WorkerService for WorkerApi {
             task_id = %wire_id(&req.task_id),
             attempt = req.attempt
         );
-        in_span(span, self.scheduler.complete(req)).await?;
-        Ok(Response::new(pb::CompleteResponse {}))
+        let answer = in_span(span.clone(), self.scheduler.complete(req)).await?;
+        span.in_scope(|| tracing::debug!(leased = answer.tasks.len(), "complete answered"));
+        Ok(Response::new(answer))
     }
 
     async fn fail(

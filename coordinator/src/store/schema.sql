@@ -53,6 +53,8 @@ CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
 CREATE INDEX IF NOT EXISTS tasks_by_job_state ON tasks(job_id, state, ordinal);
 -- A run's next chunk (Complete marks it ready).
 CREATE INDEX IF NOT EXISTS tasks_by_after ON tasks(after);
+-- What a worker holds (Complete's next lease caps it at the worker's slots).
+CREATE INDEX IF NOT EXISTS tasks_leased_by_worker ON tasks(worker_id) WHERE state = 'leased';
 
 -- The job's event log, as WatchJob streams it (prost-encoded JobEvent).
 CREATE TABLE IF NOT EXISTS events (

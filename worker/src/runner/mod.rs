@@ -32,6 +32,7 @@ mod work;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,6 +170,9 @@ pub(crate) struct Shared {
     /// Where a job's data files may be (`--data-root`).
     pub(crate) data_roots: DataRoots,
     pub(crate) metrics: Arc<WorkerMetrics>,
+    /// False once the worker is shutting down: a finishing task then asks
+    /// `Complete` for no next task.
+    pub(crate) accepting: AtomicBool,
 }
 
 /// Runs a worker until `shutdown` is cancelled (then lets running tasks
@@ -234,6 +238,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         hard_stop: CancellationToken::new(),
         data_roots: config.data_roots.clone(),
         metrics: metrics.clone(),
+        accepting: AtomicBool::new(true),
     });
     // `worker_name`, not `name`: JSON logs give each span a `name` (its own).
     let span =
@@ -248,6 +253,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         exit_when_idle: config.exit_when_idle,
         tasks: JoinSet::new(),
         running: HashMap::new(),
+        draining: false,
         span: span.clone(),
     };
     leaser.run(shutdown).instrument(span).await
@@ -300,9 +306,12 @@ struct Leaser {
     slots: usize,
     grace: Duration,
     exit_when_idle: Option<Duration>,
-    /// One future per task attempt (see [`task::run`]).
-    tasks: JoinSet<()>,
+    /// One future per task attempt (see [`task::run`]); each ends with the
+    /// tasks its `Complete` leased for the slot it freed.
+    tasks: JoinSet<Vec<pb::TaskAssignment>>,
     running: HashMap<tokio::task::Id, Running>,
+    /// Shutting down: tasks leased now are handed straight back.
+    draining: bool,
     span: tracing::Span,
 }
 
@@ -321,6 +330,9 @@ impl Leaser {
         let mut idle_since = Instant::now();
         let mut drain_until: Option<Instant> = None;
         let mut failing_since: Option<Instant> = None;
+        // When the next heartbeat is due. A slot freed by a task whose
+        // Complete already brought the next task needs no Lease before it.
+        let mut next_beat = Instant::now();
         loop {
             while let Some(joined) = self.tasks.try_join_next_with_id() {
                 self.reap(joined);
@@ -328,6 +340,8 @@ impl Leaser {
             let now = Instant::now();
             if drain_until.is_none() && shutdown.is_cancelled() {
                 drain_until = Some(now + self.grace);
+                self.draining = true;
+                self.shared.accepting.store(false, Ordering::Relaxed);
                 tracing::info!(
                     running = self.running.len(),
                     grace = ?self.grace,
@@ -366,23 +380,30 @@ impl Leaser {
                 self.slots.saturating_sub(self.running.len())
             };
             let grace_end = drain_until.unwrap_or(now);
+            let due = need_register || free > 0 || now >= next_beat;
             let called = Instant::now();
-            let outcome = tokio::select! {
-                outcome = async {
-                    if need_register {
-                        self.register_again().await
-                    } else {
-                        self.lease(free, draining).await
-                    }
-                } => outcome,
-                () = async {
-                    shutdown.cancelled().await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }, if !draining => continue,
-                () = tokio::time::sleep_until(grace_end), if draining => continue,
+            let outcome = if due {
+                Some(tokio::select! {
+                    outcome = async {
+                        if need_register {
+                            self.register_again().await
+                        } else {
+                            self.lease(free, draining).await
+                        }
+                    } => outcome,
+                    () = async {
+                        shutdown.cancelled().await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }, if !draining => continue,
+                    () = tokio::time::sleep_until(grace_end), if draining => continue,
+                })
+            } else {
+                None
             };
             let delay = match outcome {
-                Ok(Step::Leased) => {
+                // Every slot is busy and the heartbeat is not due yet.
+                None => next_beat.saturating_duration_since(now),
+                Some(Ok(Step::Leased)) => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(after = ?since.elapsed(), "coordinator reachable again");
                     }
@@ -390,14 +411,16 @@ impl Leaser {
                     just_registered = false;
                     // The heartbeat's cadence counts from the call: after a
                     // long poll that found nothing, look again at once.
+                    next_beat = called + self.heartbeat;
                     self.heartbeat.saturating_sub(called.elapsed())
                 }
-                Ok(Step::Registered) => {
+                Some(Ok(Step::Registered)) => {
                     need_register = false;
                     just_registered = true;
+                    next_beat = Instant::now();
                     Duration::ZERO
                 }
-                Err(LeaseFailure::UnknownWorker) => {
+                Some(Err(LeaseFailure::UnknownWorker)) => {
                     need_register = true;
                     // A coordinator that forgets us again right after we
                     // registered must not be hammered.
@@ -407,8 +430,9 @@ impl Leaser {
                         Duration::ZERO
                     }
                 }
-                Err(LeaseFailure::Other) => {
+                Some(Err(LeaseFailure::Other)) => {
                     failing_since.get_or_insert(now);
+                    next_beat = Instant::now();
                     backoff.next_delay()
                 }
             };
@@ -527,15 +551,20 @@ impl Leaser {
         self.running.insert(handle.id(), running);
     }
 
-    fn reap(&mut self, joined: Result<(tokio::task::Id, ()), JoinError>) {
-        let id = match joined {
-            Ok((id, ())) => id,
+    /// A task's future ended: its slot is free, and the tasks its Complete
+    /// leased start now (or go straight back while shutting down).
+    fn reap(&mut self, joined: Result<(tokio::task::Id, Vec<pb::TaskAssignment>), JoinError>) {
+        let (id, next) = match joined {
+            Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "a task runner ended abnormally");
-                e.id()
+                (e.id(), vec![])
             }
         };
         self.running.remove(&id);
+        for assignment in next {
+            self.start(assignment, self.draining);
+        }
     }
 
     /// Registers again under the same id after the coordinator forgot this

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::artifacts::{self, TransferError};
-use super::reporter::{Reporter, ReporterEnd};
+use super::reporter::{Held, Reporter, ReporterEnd};
 use super::rpc::{self, Backoff, Refusal};
 use super::work::{self, Searched, Trained};
 use super::Shared;
@@ -83,8 +83,9 @@ impl TaskControl {
 /// How an attempt ended, and so what is still owed to the coordinator.
 #[derive(Debug)]
 enum Ending {
-    /// `Complete` was acknowledged.
-    Completed,
+    /// `Complete` was acknowledged, with the tasks it leased for this
+    /// worker's next turn.
+    Completed(Vec<pb::TaskAssignment>),
     /// Stopped by the coordinator, or the attempt is no longer ours: nothing
     /// more may be said about it.
     Stopped,
@@ -118,12 +119,14 @@ fn task_span(shared: &Shared, assignment: &pb::TaskAssignment) -> tracing::Span 
 }
 
 /// Runs one task attempt to its end. Never panics on what it was sent;
-/// everything that goes wrong becomes a `Fail`.
+/// everything that goes wrong becomes a `Fail`. Returns the tasks that
+/// `Complete` leased for the slot this one frees (for the lease loop to
+/// start).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
-) {
+) -> Vec<pb::TaskAssignment> {
     let span = task_span(&shared, &assignment);
     async move {
         let started = Instant::now();
@@ -139,13 +142,17 @@ pub(crate) async fn run(
         };
         let elapsed = started.elapsed();
         shared.metrics.task_finished(match &ending {
-            Ending::Completed => "completed",
+            Ending::Completed(_) => "completed",
             Ending::Stopped => "stopped",
             Ending::Failed { .. } => "failed",
             Ending::Shutdown => "shutdown",
         });
+        let mut next = vec![];
         match ending {
-            Ending::Completed => tracing::info!(?elapsed, "task completed"),
+            Ending::Completed(tasks) => {
+                tracing::info!(?elapsed, next = tasks.len(), "task completed");
+                next = tasks;
+            }
             Ending::Stopped => tracing::info!(?elapsed, reason = ?control.reason(), "task stopped"),
             Ending::Failed { message, retryable } => {
                 tracing::warn!(?elapsed, %message, retryable, "task failed");
@@ -177,6 +184,7 @@ pub(crate) async fn run(
             }
         }
         control.stop(StopReason::Finished);
+        next
     }
     .instrument(span)
     .await
@@ -187,7 +195,7 @@ pub(crate) async fn refuse(
     shared: Arc<Shared>,
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
-) {
+) -> Vec<pb::TaskAssignment> {
     let span = task_span(&shared, &assignment);
     async move {
         tracing::info!("handing back a task assigned during shutdown");
@@ -199,6 +207,7 @@ pub(crate) async fn refuse(
             FailKind::HandBack,
         )
         .await;
+        vec![]
     }
     .instrument(span)
     .await
@@ -385,7 +394,7 @@ async fn execute(
             None => Ok(None),
         }
     };
-    let (flushed, uploaded) = tokio::join!(reporter.finish(), upload);
+    let ((flushed, held), uploaded) = tokio::join!(reporter.finish_holding_last(), upload);
     match flushed {
         ReporterEnd::Flushed => {}
         ReporterEnd::LeaseLost(_) => return Ending::Stopped,
@@ -417,6 +426,17 @@ async fn execute(
         checkpoint_hash,
         epochs_trained,
         engine_ms,
+        // The slot this task frees takes its next task in the same call,
+        // unless the worker is shutting down.
+        next_slots: u32::from(shared.accepting.load(Ordering::Relaxed)),
+        // The batch of measurements still waiting goes in the same call.
+        last_report: held.map(|Held { seq, items }| pb::ReportRequest {
+            worker_id: String::new(),
+            task_id: assignment.task_id.clone(),
+            attempt: assignment.attempt,
+            seq,
+            items,
+        }),
     };
     complete(shared, request, control).await
 }
@@ -428,8 +448,11 @@ async fn complete(shared: &Shared, request: pb::CompleteRequest, control: &TaskC
     loop {
         let mut request = request.clone();
         request.worker_id = shared.worker_id.borrow().clone();
+        if let Some(r) = &mut request.last_report {
+            r.worker_id = request.worker_id.clone();
+        }
         match rpc::call(rpc::RPC_TIMEOUT, shared.client.clone().complete(request)).await {
-            Ok(_) => return Ending::Completed,
+            Ok(answer) => return Ending::Completed(answer.tasks),
             Err(status) => match rpc::classify(&status) {
                 Refusal::Transient => {
                     tracing::warn!(error = %rpc::describe(&status), "completion not delivered; resending");
