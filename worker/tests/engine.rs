@@ -413,3 +413,156 @@ fn line_search_and_interpolation_agree_with_the_trained_models() {
         flat.to_vec1::<f32>().unwrap()
     );
 }
+
+/// Runs `s` to the end with the hand-written training step (which must
+/// apply) and through candle's autograd; returns both runs.
+fn run_both(s: &RunSpec) -> [(Vec<EpochReport>, RunOutcome, Trainer); 2] {
+    let data = load(s);
+    let reg = ModelRegistry::default();
+    [false, true].map(|autograd| {
+        let mut t = Trainer::new(s, data.clone(), &Device::Cpu, &reg).unwrap();
+        assert!(t.uses_direct_step(), "the hand-written step applies here");
+        if autograd {
+            t.force_autograd();
+            assert!(!t.uses_direct_step());
+        }
+        let mut c = Collect::default();
+        let outcome = t.run(s.epochs, &mut c).unwrap();
+        (c.0, outcome, t)
+    })
+}
+
+fn flat_weights(t: &Trainer) -> Vec<f32> {
+    t.network()
+        .weights()
+        .unwrap()
+        .flatten()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// The hand-written step (built-in ReLU MLP/CNN, cross-entropy, SGD on the
+/// CPU) computes exactly what candle's autograd computes: the same reports
+/// (batch losses, evaluations every 10 batches and every epoch) and the same
+/// weights and optimizer state, bit for bit, with momentum and LR ramps,
+/// Nesterov, weight decay and a short last batch in every epoch.
+#[test]
+fn hand_written_step_matches_autograd_bit_for_bit() {
+    let mlp = format!(
+        "report_every_batches = 10\n{}",
+        TABULAR_MLP
+            .replace(
+                "lr = { kind = \"constant\", lr = 0.05 }",
+                "lr = { kind = \"exp_ramp\", start = 0.001, end = 0.2, epochs = 3 }\nevery_batches = 8",
+            )
+            .replace(
+                "momentum = { kind = \"constant\", value = 0.9 }",
+                "momentum = { kind = \"linear_ramp\", start = 0.5, end = 0.95, epochs = 3 }",
+            )
+            .replace("kind = \"sgd\"", "kind = \"sgd\"\nnesterov = true\nweight_decay = 0.001")
+            .replace("hidden = [64]", "hidden = [48, 24]")
+            .replace("epochs = 4\nbatch_size", "epochs = 3\nbatch_size")
+    );
+    let cnn = GLYPHS_CNN
+        .replace("dense = []", "dense = [16]")
+        .replace("kind = \"sgd\"", "kind = \"sgd\"\nweight_decay = 0.0005")
+        .replace("epochs = 3", "epochs = 2");
+    for text in [mlp, cnn] {
+        let s = spec(&text);
+        assert_ne!(load(&s).train.len % s.batch_size, 0, "a short last batch");
+        let [(rd, od, td), (ra, oa, ta)] = run_both(&s);
+        assert_eq!(od, RunOutcome::Completed { epoch: s.epochs });
+        assert_eq!(od, oa);
+        assert_eq!(rd, ra, "reports");
+        assert!(rd.iter().skip(1).all(|r| r.batch_loss.is_some()));
+        assert_eq!(flat_weights(&td), flat_weights(&ta), "weights");
+        let (cd, ca) = (td.checkpoint().unwrap(), ta.checkpoint().unwrap());
+        assert_eq!(cd.optimizer_state.steps, ca.optimizer_state.steps);
+        for ((nd, vd), (na, va)) in cd
+            .optimizer_state
+            .slots
+            .iter()
+            .zip(&ca.optimizer_state.slots)
+        {
+            assert_eq!(nd, na);
+            assert_eq!(
+                vd.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                va.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{nd}"
+            );
+        }
+    }
+}
+
+/// A diverging run ends the same way on both paths: same epoch, step and
+/// reason, same reports up to there.
+#[test]
+fn hand_written_step_reports_divergence_as_autograd_does() {
+    for text in [
+        TABULAR_MLP.replace("lr = 0.05", "lr = 1e6"),
+        GLYPHS_CNN.replace("lr = 0.05", "lr = 1e7"),
+    ] {
+        let s = spec(&text);
+        let [(rd, od, _), (ra, oa, _)] = run_both(&s);
+        assert!(
+            matches!(od, RunOutcome::Diverged { .. }),
+            "expected a divergence, got {od:?}"
+        );
+        assert_eq!(od, oa);
+        assert_eq!(rd, ra);
+    }
+}
+
+/// The hand-written step gives the same numbers run after run, and whatever
+/// the number of threads (gemms large enough to be split over threads
+/// here: 64 × 200 × 512).
+#[test]
+fn hand_written_step_is_deterministic_and_thread_independent() {
+    let s = spec(
+        &TABULAR_MLP
+            .replace("batch_size = 32", "batch_size = 64")
+            .replace("seed = 7", "seed = 7\nfeatures = 200")
+            .replace("hidden = [64]", "hidden = [512]")
+            .replace("epochs = 4", "epochs = 1"),
+    );
+    let data = load(&s);
+    let reg = ModelRegistry::default();
+    let train = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut t = Trainer::new(&s, data.clone(), &Device::Cpu, &reg).unwrap();
+            assert!(t.uses_direct_step());
+            let mut c = Collect::default();
+            t.run(1, &mut c).unwrap();
+            (c.0, flat_weights(&t))
+        })
+    };
+    let a = train(2);
+    assert_eq!(a, train(2));
+    assert_eq!(a, train(1));
+    assert_eq!(a, train(3));
+    let s = spec(&GLYPHS_CNN.replace("epochs = 3", "epochs = 1"));
+    let (ra, _, ta) = run(&s);
+    let (rb, _, tb) = run(&s);
+    assert!(ta.uses_direct_step());
+    assert_eq!(ra, rb);
+    assert_eq!(flat_weights(&ta), flat_weights(&tb));
+}
+
+/// Checkpoints taken in the middle of an epoch's reports (every 10 batches)
+/// and resumed continue exactly, on the hand-written step.
+#[test]
+fn resume_is_exact_with_the_hand_written_cnn_step() {
+    let s = spec(&format!(
+        "report_every_batches = 10\n{}",
+        GLYPHS_CNN.replace(
+            "kind = \"sgd\"",
+            "kind = \"sgd\"\nnesterov = true\nweight_decay = 0.0001"
+        )
+    ));
+    check_resume_is_exact(&s, 1);
+}

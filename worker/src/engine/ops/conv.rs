@@ -22,6 +22,8 @@
 //! batch is ever built.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
@@ -55,7 +57,7 @@ struct Conv2d {
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
+pub(crate) struct Geom {
     batch: usize,
     cin: usize,
     h: usize,
@@ -70,7 +72,7 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<Geom> {
+    pub(crate) fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<Geom> {
         let (&[batch, cin, h, wd], &[cout, cin2, kh, kw]) = (x, w) else {
             candle_core::bail!("conv2d: input {x:?} and kernel {w:?} must both have rank 4")
         };
@@ -94,17 +96,17 @@ impl Geom {
         })
     }
     /// Rows of the column matrix.
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.cin * self.kh * self.kw
     }
     /// Output positions per channel.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.ho * self.wo
     }
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.cin * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.cout * self.p()
     }
     /// Output columns `ox` whose input column `ox·s + kx − pad` lies inside
@@ -196,6 +198,191 @@ impl Geom {
     }
 }
 
+/// Scratch buffers for the convolution kernels. Column matrices come from a
+/// pool that work items take from and give back to, so only as many exist
+/// as run at once (one per thread: they stay in cache) and a caller that
+/// keeps its scratch (the hand-written training step) allocates nothing
+/// after the first batch. Every buffer is overwritten before it is read,
+/// so which one a work item gets does not change the numbers.
+#[derive(Debug, Default)]
+pub(crate) struct ConvScratch {
+    pool: Mutex<Vec<Vec<f32>>>,
+    /// Partial weight gradients, one per chunk (summed in chunk order).
+    part: Vec<Vec<f32>>,
+}
+
+/// A buffer of at least `len` elements from `pool`.
+fn take(pool: &Mutex<Vec<Vec<f32>>>, len: usize) -> Vec<f32> {
+    let mut v = pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    if v.len() < len {
+        // A fresh zeroed allocation (calloc: no pass over the memory), not
+        // `resize`, which writes every element.
+        v = vec![0f32; len];
+    }
+    v
+}
+
+/// Gives a buffer of [`take`] back.
+fn give(pool: &Mutex<Vec<Vec<f32>>>, v: Vec<f32>) {
+    pool.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+}
+
+/// At least `chunks` buffers of at least `len` elements each.
+fn buffers(v: &mut Vec<Vec<f32>>, chunks: usize, len: usize) -> &mut [Vec<f32>] {
+    if v.len() < chunks {
+        v.resize_with(chunks, Vec::new);
+    }
+    for b in &mut v[..chunks] {
+        if b.len() < len {
+            b.resize(len, 0.0);
+        }
+    }
+    &mut v[..chunks]
+}
+
+impl Geom {
+    /// Work items (chunks of [`CHUNK`] images) of the batch.
+    fn chunks(&self) -> usize {
+        self.batch.div_ceil(CHUNK)
+    }
+
+    /// Forward: `out[B, Cout, Ho, Wo]` (overwritten) = `b + conv(x, w)`.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+        scratch: &mut ConvScratch,
+    ) {
+        let (k, p) = (self.k(), self.p());
+        let pool = &scratch.pool;
+        out[..self.batch * self.out_len()]
+            .par_chunks_mut(CHUNK * self.out_len())
+            .zip(x[..self.batch * self.in_len()].par_chunks(CHUNK * self.in_len()))
+            .for_each(|(out, x)| {
+                let mut buf = take(pool, k * p);
+                let col = &mut buf[..k * p];
+                for (out, x) in out
+                    .chunks_exact_mut(self.out_len())
+                    .zip(x.chunks_exact(self.in_len()))
+                {
+                    for (row, &bias) in out.chunks_exact_mut(p).zip(b) {
+                        row.fill(bias);
+                    }
+                    self.im2col(x, col, p);
+                    matmul(
+                        out,
+                        p,
+                        1,
+                        Mat::rm(w, self.cout, k),
+                        Mat::rm(col, k, p),
+                        true,
+                        1,
+                    );
+                }
+                give(pool, buf);
+            });
+    }
+
+    /// Weight gradient: `gw[Cout, Cin, kh, kw]` (overwritten) from the
+    /// input `x` and the output gradient `go`; a partial sum per chunk,
+    /// added in chunk order.
+    pub(crate) fn weight_grad(
+        &self,
+        x: &[f32],
+        go: &[f32],
+        gw: &mut [f32],
+        scratch: &mut ConvScratch,
+    ) {
+        let (k, p) = (self.k(), self.p());
+        let chunks = self.chunks();
+        let ConvScratch { pool, part } = scratch;
+        let part = buffers(part, chunks, self.cout * k);
+        let pool = &*pool;
+        x[..self.batch * self.in_len()]
+            .par_chunks(CHUNK * self.in_len())
+            .zip(go[..self.batch * self.out_len()].par_chunks(CHUNK * self.out_len()))
+            .zip(part.par_iter_mut())
+            .for_each(|((x, go), part)| {
+                let n = x.len() / self.in_len();
+                let cols = n * p;
+                // The chunk's column matrix [K, n·P] and gradient [Cout, n·P].
+                let mut buf = take(pool, (k + self.cout) * CHUNK * p);
+                let (col, gm) = buf.split_at_mut(k * cols);
+                let gm = &mut gm[..self.cout * cols];
+                for (j, (x, go)) in x
+                    .chunks_exact(self.in_len())
+                    .zip(go.chunks_exact(self.out_len()))
+                    .enumerate()
+                {
+                    self.im2col(x, &mut col[j * p..], cols);
+                    for (co, src) in go.chunks_exact(p).enumerate() {
+                        gm[co * cols + j * p..co * cols + (j + 1) * p].copy_from_slice(src);
+                    }
+                }
+                matmul(
+                    &mut part[..self.cout * k],
+                    k,
+                    1,
+                    Mat::rm(gm, self.cout, cols),
+                    Mat::rm(col, k, cols).t(),
+                    false,
+                    1,
+                );
+                give(pool, buf);
+            });
+        let gw = &mut gw[..self.cout * k];
+        gw.fill(0.0);
+        for part in part.iter() {
+            for (a, b) in gw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Input gradient: `gx[B, Cin, H, W]` (overwritten) from the output
+    /// gradient `go` and the kernel `w`.
+    pub(crate) fn input_grad(
+        &self,
+        go: &[f32],
+        w: &[f32],
+        gx: &mut [f32],
+        scratch: &mut ConvScratch,
+    ) {
+        let (k, p) = (self.k(), self.p());
+        let pool = &scratch.pool;
+        let gx = &mut gx[..self.batch * self.in_len()];
+        gx.fill(0.0);
+        gx.par_chunks_mut(CHUNK * self.in_len())
+            .zip(go[..self.batch * self.out_len()].par_chunks(CHUNK * self.out_len()))
+            .for_each(|(gx, go)| {
+                let mut buf = take(pool, k * p);
+                let col = &mut buf[..k * p];
+                for (gx, go) in gx
+                    .chunks_exact_mut(self.in_len())
+                    .zip(go.chunks_exact(self.out_len()))
+                {
+                    matmul(
+                        col,
+                        p,
+                        1,
+                        Mat::rm(w, self.cout, k).t(),
+                        Mat::rm(go, self.cout, p),
+                        false,
+                        1,
+                    );
+                    self.col2im_add(col, gx);
+                }
+                give(pool, buf);
+            });
+    }
+}
+
 impl CustomOp3 for Conv2d {
     fn name(&self) -> &'static str {
         "ridgeline-conv2d"
@@ -217,31 +404,8 @@ impl CustomOp3 for Conv2d {
         if b.len() != g.cout {
             candle_core::bail!("conv2d: bias of {} for {} filters", b.len(), g.cout)
         }
-        let (k, p) = (g.k(), g.p());
         let mut out = vec![0f32; g.batch * g.out_len()];
-        out.par_chunks_mut(CHUNK * g.out_len())
-            .zip(x.par_chunks(CHUNK * g.in_len()))
-            .for_each(|(out, x)| {
-                let mut col = vec![0f32; k * p];
-                for (out, x) in out
-                    .chunks_exact_mut(g.out_len())
-                    .zip(x.chunks_exact(g.in_len()))
-                {
-                    for (row, &bias) in out.chunks_exact_mut(p).zip(b) {
-                        row.fill(bias);
-                    }
-                    g.im2col(x, &mut col, p);
-                    matmul(
-                        out,
-                        p,
-                        1,
-                        Mat::rm(w, g.cout, k),
-                        Mat::rm(&col, k, p),
-                        true,
-                        1,
-                    );
-                }
-            });
+        g.forward(x, w, b, &mut out, &mut ConvScratch::default());
         let shape = Shape::from((g.batch, g.cout, g.ho, g.wo));
         Ok((CpuStorage::F32(out), shape))
     }
@@ -302,45 +466,8 @@ impl CustomOp2 for Conv2dWeightGrad {
         }
         let x = contiguous_f32(xs, xl, "conv2d input")?;
         let go = contiguous_f32(gs, gl, "conv2d output gradient")?;
-        let (k, p) = (g.k(), g.p());
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(CHUNK * g.in_len())
-            .zip(go.par_chunks(CHUNK * g.out_len()))
-            .map(|(x, go)| {
-                let n = x.len() / g.in_len();
-                let cols = n * p;
-                // The chunk's column matrix [K, n·P] and gradient [Cout, n·P].
-                let mut col = vec![0f32; k * cols];
-                let mut gm = vec![0f32; g.cout * cols];
-                for (j, (x, go)) in x
-                    .chunks_exact(g.in_len())
-                    .zip(go.chunks_exact(g.out_len()))
-                    .enumerate()
-                {
-                    g.im2col(x, &mut col[j * p..], cols);
-                    for (co, src) in go.chunks_exact(p).enumerate() {
-                        gm[co * cols + j * p..co * cols + (j + 1) * p].copy_from_slice(src);
-                    }
-                }
-                let mut gw = vec![0f32; g.cout * k];
-                matmul(
-                    &mut gw,
-                    k,
-                    1,
-                    Mat::rm(&gm, g.cout, cols),
-                    Mat::rm(&col, k, cols).t(),
-                    false,
-                    1,
-                );
-                gw
-            })
-            .collect();
-        let mut gw = vec![0f32; g.cout * k];
-        for part in &partials {
-            for (a, b) in gw.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
+        let mut gw = vec![0f32; g.cout * g.k()];
+        g.weight_grad(x, go, &mut gw, &mut ConvScratch::default());
         Ok((CpuStorage::F32(gw), Shape::from(self.kernel.clone())))
     }
 }
@@ -369,29 +496,64 @@ impl CustomOp2 for Conv2dInputGrad {
         }
         let go = contiguous_f32(gs, gl, "conv2d output gradient")?;
         let w = contiguous_f32(ws, wl, "conv2d kernel")?;
-        let (k, p) = (g.k(), g.p());
         let mut gx = vec![0f32; g.batch * g.in_len()];
-        gx.par_chunks_mut(CHUNK * g.in_len())
-            .zip(go.par_chunks(CHUNK * g.out_len()))
-            .for_each(|(gx, go)| {
-                let mut col = vec![0f32; k * p];
-                for (gx, go) in gx
-                    .chunks_exact_mut(g.in_len())
-                    .zip(go.chunks_exact(g.out_len()))
-                {
-                    matmul(
-                        &mut col,
-                        p,
-                        1,
-                        Mat::rm(w, g.cout, k).t(),
-                        Mat::rm(go, g.cout, p),
-                        false,
-                        1,
-                    );
-                    g.col2im_add(&col, gx);
-                }
-            });
+        g.input_grad(go, w, &mut gx, &mut ConvScratch::default());
         Ok((CpuStorage::F32(gx), Shape::from(self.input.clone())))
+    }
+}
+
+/// `out[c] = Σ` over batch and positions of `v[B, C, inner]`, accumulated
+/// in f64 in a fixed order (a bias gradient); `out` overwritten.
+pub(crate) fn channel_sum(v: &[f32], batch: usize, c: usize, inner: usize, out: &mut [f32]) {
+    let mut acc = [0f64; 64];
+    let mut heap;
+    let acc: &mut [f64] = if c <= acc.len() {
+        &mut acc[..c]
+    } else {
+        heap = vec![0f64; c];
+        &mut heap
+    };
+    if c == 0 || inner == 0 {
+        // Nothing to add.
+    } else if inner == 1 {
+        // [B, C]: add row by row (vectorises over C).
+        for row in v.chunks_exact(c).take(batch) {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x as f64;
+            }
+        }
+    } else {
+        // Per image, each row's sum from left to right, then added to its
+        // channel's total: eight rows at a time, so that eight independent
+        // additions are in flight instead of one chain (the same numbers as
+        // summing row by row).
+        const ROWS: usize = 8;
+        for img in v.chunks_exact(c * inner).take(batch) {
+            for (acc, rows) in acc.chunks_mut(ROWS).zip(img.chunks(ROWS * inner)) {
+                let n = acc.len();
+                let mut s = [0f64; ROWS];
+                if n == ROWS {
+                    let r: [&[f32]; ROWS] =
+                        std::array::from_fn(|j| &rows[j * inner..(j + 1) * inner]);
+                    #[allow(clippy::needless_range_loop)] // i indexes eight rows
+                    for i in 0..inner {
+                        for j in 0..ROWS {
+                            s[j] += r[j][i] as f64;
+                        }
+                    }
+                } else {
+                    for (s, row) in s.iter_mut().zip(rows.chunks_exact(inner)) {
+                        *s = row.iter().map(|&x| x as f64).sum::<f64>();
+                    }
+                }
+                for (a, s) in acc.iter_mut().zip(&s[..n]) {
+                    *a += s;
+                }
+            }
+        }
+    }
+    for (o, a) in out[..c].iter_mut().zip(acc.iter()) {
+        *o = *a as f32;
     }
 }
 
@@ -412,24 +574,8 @@ impl CustomOp1 for ChannelSum {
         let (batch, c) = (dims[0], dims[1]);
         let inner: usize = dims[2..].iter().product();
         let v = contiguous_f32(s, l, "channel sum input")?;
-        let mut acc = vec![0f64; c];
-        if c == 0 || inner == 0 {
-            // Nothing to add.
-        } else if inner == 1 {
-            // [B, C]: add row by row (vectorises over C).
-            for row in v.chunks_exact(c).take(batch) {
-                for (a, &x) in acc.iter_mut().zip(row) {
-                    *a += x as f64;
-                }
-            }
-        } else {
-            for img in v.chunks_exact(c * inner).take(batch) {
-                for (a, row) in acc.iter_mut().zip(img.chunks_exact(inner)) {
-                    *a += row.iter().map(|&x| x as f64).sum::<f64>();
-                }
-            }
-        }
-        let out: Vec<f32> = acc.into_iter().map(|a| a as f32).collect();
+        let mut out = vec![0f32; c];
+        channel_sum(v, batch, c, inner, &mut out);
         Ok((CpuStorage::F32(out), Shape::from(c)))
     }
 }
@@ -479,6 +625,29 @@ mod tests {
                 &format!("conv2d, case {i}"),
             );
         }
+    }
+
+    /// The bias gradient sums eight rows at a time: the same numbers as
+    /// one row after the other (with a channel count that is not a multiple
+    /// of eight).
+    #[test]
+    fn channel_sum_is_the_row_by_row_sum() {
+        let (b, c, inner) = (3, 19, 37);
+        let v = randn(&[b, c, inner], 9)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut out = vec![0f32; c];
+        channel_sum(&v, b, c, inner, &mut out);
+        let mut acc = vec![0f64; c];
+        for img in v.chunks_exact(c * inner) {
+            for (a, row) in acc.iter_mut().zip(img.chunks_exact(inner)) {
+                *a += row.iter().map(|&x| x as f64).sum::<f64>();
+            }
+        }
+        let want: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -57,13 +57,51 @@ const PARALLEL_MIN_WORK: usize = 4 << 20;
 
 /// `dst = a · b` (row-major `a.rows × b.cols`, `accumulate` as in
 /// [`matmul`]), multithreaded only above [`PARALLEL_MIN_WORK`].
-fn linear_matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+pub(crate) fn linear_matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     let threads = if a.rows * b.cols * a.cols < PARALLEL_MIN_WORK {
         1
     } else {
         rayon::current_num_threads()
     };
     matmul(dst, b.cols, 1, a, b, accumulate, threads);
+}
+
+/// The forward kernel of [`linear`] / [`linear_relu`] on slices: `y[B,
+/// out] = relu?(b + x[B, in]·w[out, in]ᵀ)`, `y` overwritten.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_forward(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    batch: usize,
+    fan_in: usize,
+    fan_out: usize,
+    relu: bool,
+) {
+    for row in y[..batch * fan_out].chunks_exact_mut(fan_out.max(1)) {
+        row.copy_from_slice(b);
+    }
+    linear_matmul(
+        &mut y[..batch * fan_out],
+        Mat::rm(x, batch, fan_in),
+        Mat::rm(w, fan_out, fan_in).t(),
+        true,
+    );
+    if relu {
+        for v in &mut y[..batch * fan_out] {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+/// The ReLU's backward from its output, in place: `g ← g·[y > 0]` (as
+/// [`ReluMask`] computes it).
+pub(crate) fn relu_mask_inplace(g: &mut [f32], y: &[f32]) {
+    // A select, not a branch (which mispredicts on half the values).
+    for (g, &y) in g.iter_mut().zip(y) {
+        *g = if y > 0.0 { *g } else { 0.0 };
+    }
 }
 
 struct Linear {
@@ -104,21 +142,8 @@ impl CustomOp3 for Linear {
         let x = contiguous_f32(xs, xl, "linear input")?;
         let w = contiguous_f32(ws, wl, "linear weight")?;
         let b = contiguous_f32(bs, bl, "linear bias")?;
-        let mut y = Vec::with_capacity(batch * fan_out);
-        for _ in 0..batch {
-            y.extend_from_slice(b);
-        }
-        linear_matmul(
-            &mut y,
-            Mat::rm(x, batch, fan_in),
-            Mat::rm(w, fan_out, fan_in).t(),
-            true,
-        );
-        if self.relu {
-            for v in &mut y {
-                *v = v.max(0.0);
-            }
-        }
+        let mut y = vec![0f32; batch * fan_out];
+        linear_forward(&mut y, x, w, b, batch, fan_in, fan_out, self.relu);
         Ok((CpuStorage::F32(y), Shape::from((batch, fan_out))))
     }
 

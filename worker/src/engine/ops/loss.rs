@@ -49,6 +49,48 @@ fn check(ll: &Layout, yl: &Layout) -> Result<(usize, usize)> {
     }
 }
 
+/// The forward kernel: the mean over rows of `x[B, classes]` of
+/// `−log softmax(row)[label]` (the sum in f64), `B = labels.len()`.
+pub(crate) fn cross_entropy_forward(x: &[f32], labels: &[usize], classes: usize) -> f32 {
+    let mut sum = 0f64;
+    for (row, &label) in x.chunks_exact(classes).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum_exp: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+        // −log softmax[label] = log Σ exp(x − max) − (x[label] − max)
+        sum += (sum_exp.ln() - (row[label] - max)) as f64;
+    }
+    (sum / labels.len().max(1) as f64) as f32
+}
+
+/// The backward kernel: `out[B, classes]` (overwritten) = `(softmax(x) −
+/// onehot(labels))·g/B`, `g` the loss's upstream gradient.
+pub(crate) fn cross_entropy_grad(
+    x: &[f32],
+    labels: &[usize],
+    classes: usize,
+    g: f32,
+    out: &mut [f32],
+) {
+    let scale = g / labels.len().max(1) as f32;
+    for ((o, row), &label) in out
+        .chunks_exact_mut(classes)
+        .zip(x.chunks_exact(classes))
+        .zip(labels)
+    {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum_exp = 0f32;
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = (v - max).exp();
+            sum_exp += *o;
+        }
+        let inv = scale / sum_exp;
+        for o in o.iter_mut() {
+            *o *= inv;
+        }
+        o[label] -= scale;
+    }
+}
+
 struct CrossEntropy;
 
 impl CustomOp2 for CrossEntropy {
@@ -63,17 +105,10 @@ impl CustomOp2 for CrossEntropy {
         ys: &CpuStorage,
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (batch, classes) = check(ll, yl)?;
+        let (_, classes) = check(ll, yl)?;
         let x = contiguous_f32(ls, ll, "cross entropy logits")?;
         let y = labels(ys, yl, classes)?;
-        let mut sum = 0f64;
-        for (row, &label) in x.chunks_exact(classes).zip(&y) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum_exp: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-            // −log softmax[label] = log Σ exp(x − max) − (x[label] − max)
-            sum += (sum_exp.ln() - (row[label] - max)) as f64;
-        }
-        let mean = (sum / batch.max(1) as f64) as f32;
+        let mean = cross_entropy_forward(x, &y, classes);
         Ok((CpuStorage::F32(vec![mean]), Shape::from(())))
     }
 
@@ -112,25 +147,8 @@ impl CustomOp3 for CrossEntropyGrad {
         let &[g] = contiguous_f32(gs, gl, "cross entropy output gradient")? else {
             candle_core::bail!("cross entropy: output gradient is not a scalar")
         };
-        let scale = g / batch.max(1) as f32;
         let mut out = vec![0f32; batch * classes];
-        for ((o, row), &label) in out
-            .chunks_exact_mut(classes)
-            .zip(x.chunks_exact(classes))
-            .zip(&y)
-        {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum_exp = 0f32;
-            for (o, &v) in o.iter_mut().zip(row) {
-                *o = (v - max).exp();
-                sum_exp += *o;
-            }
-            let inv = scale / sum_exp;
-            for o in o.iter_mut() {
-                *o *= inv;
-            }
-            o[label] -= scale;
-        }
+        cross_entropy_grad(x, &y, classes, g, &mut out);
         Ok((CpuStorage::F32(out), ll.shape().clone()))
     }
 }

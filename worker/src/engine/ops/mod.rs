@@ -18,12 +18,18 @@
 //! candle's own ops off the CPU or for dtypes other than f32, so a CUDA build
 //! behaves as before. Tests compare each op, forward and backward, with
 //! candle's reference ops.
+//!
+//! The kernels behind the ops are plain functions on slices
+//! (`linear_forward`, `Geom::forward`/`weight_grad`/`input_grad`,
+//! `relu_max_pool_forward`/`_backward`, `cross_entropy_forward`/`_grad`,
+//! `channel_sum`), which the hand-written training step of
+//! `engine::train` calls on its own buffers: both paths run the same code.
 
-mod conv;
-mod gemm;
-mod linear;
-mod loss;
-mod pool;
+pub(crate) mod conv;
+pub(crate) mod gemm;
+pub(crate) mod linear;
+pub(crate) mod loss;
+pub(crate) mod pool;
 
 pub use conv::conv2d;
 pub use linear::{linear, linear_relu};

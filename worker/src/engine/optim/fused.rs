@@ -8,7 +8,7 @@
 //! tensor version (checked below, and by `worker/tests/optim_pytorch.rs`
 //! against PyTorch).
 
-use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Result, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use ridgeline_common::spec::SgdSpec;
 
 /// Whether the fused update applies: CPU f32 tensors of one shape.
@@ -25,14 +25,93 @@ pub(super) fn applies(w: &Tensor, g: &Tensor, v: &Tensor) -> bool {
 /// v ← μv − lr·g′ and w ← w + v (Nesterov: w ← w + μv − lr·g′), with
 /// g′ = g + wd·w; `w` and `v` in place.
 pub(super) fn sgd(w: &Tensor, g: &Tensor, v: &Tensor, lr: f64, mu: f64, s: SgdSpec) -> Result<()> {
-    let k = Coeffs {
-        lr: lr as f32,
-        mu: mu as f32,
-        wd: (s.weight_decay != 0.0).then_some(s.weight_decay as f32),
-        nesterov: s.nesterov,
-    };
+    let k = Coeffs::new(lr, mu, s);
     v.inplace_op3(g, w, &Velocity(k))?;
     w.inplace_op3(v, g, &Weights(k))
+}
+
+/// [`sgd`] with the gradient given as a slice (the hand-written training
+/// step's buffer): the same two passes, the same numbers.
+pub(super) fn sgd_from_slice(
+    w: &Tensor,
+    g: &[f32],
+    v: &Tensor,
+    lr: f64,
+    mu: f64,
+    s: SgdSpec,
+) -> Result<()> {
+    let k = Coeffs::new(lr, mu, s);
+    v.inplace_op2(w, &VelocityFromSlice(k, g))?;
+    w.inplace_op2(v, &WeightsFromSlice(k, g))
+}
+
+/// v ← v·μ − g′·lr, elementwise.
+fn velocity(v: &mut [f32], g: &[f32], w: &[f32], k: Coeffs) {
+    for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
+        *v = (*v * k.mu + 0.0) - (k.grad(g, w) * k.lr + 0.0);
+    }
+}
+
+/// w ← w + v (Nesterov: w ← w + (v·μ − g′·lr)), elementwise.
+fn weights(w: &mut [f32], v: &[f32], g: &[f32], k: Coeffs) {
+    for ((w, &v), &g) in w.iter_mut().zip(v).zip(g) {
+        let update = if k.nesterov {
+            (v * k.mu + 0.0) - (k.grad(g, *w) * k.lr + 0.0)
+        } else {
+            v
+        };
+        *w += update;
+    }
+}
+
+/// [`Velocity`] with the gradient as a slice: on v, reading w.
+struct VelocityFromSlice<'a>(Coeffs, &'a [f32]);
+
+impl InplaceOp2 for VelocityFromSlice<'_> {
+    fn name(&self) -> &'static str {
+        "ridgeline-sgd-velocity"
+    }
+
+    fn cpu_fwd(
+        &self,
+        vs: &mut CpuStorage,
+        vl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<()> {
+        let (g, w) = (self.1, slice(ws, wl)?);
+        let v = slice_mut(vs, vl)?;
+        if v.len() != g.len() || v.len() != w.len() {
+            candle_core::bail!("sgd: operands differ in size")
+        }
+        velocity(v, g, w, self.0);
+        Ok(())
+    }
+}
+
+/// [`Weights`] with the gradient as a slice: on w, reading v.
+struct WeightsFromSlice<'a>(Coeffs, &'a [f32]);
+
+impl InplaceOp2 for WeightsFromSlice<'_> {
+    fn name(&self) -> &'static str {
+        "ridgeline-sgd-weights"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ws: &mut CpuStorage,
+        wl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<()> {
+        let (v, g) = (slice(vs, vl)?, self.1);
+        let w = slice_mut(ws, wl)?;
+        if v.len() != g.len() || v.len() != w.len() {
+            candle_core::bail!("sgd: operands differ in size")
+        }
+        weights(w, v, g, self.0);
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +123,15 @@ struct Coeffs {
 }
 
 impl Coeffs {
+    fn new(lr: f64, mu: f64, s: SgdSpec) -> Coeffs {
+        Coeffs {
+            lr: lr as f32,
+            mu: mu as f32,
+            wd: (s.weight_decay != 0.0).then_some(s.weight_decay as f32),
+            nesterov: s.nesterov,
+        }
+    }
+
     /// g′ = g + wd·w, as `g + w.affine(wd, 0)` computes it.
     #[inline]
     fn grad(&self, g: f32, w: f32) -> f32 {
@@ -88,9 +176,7 @@ impl InplaceOp3 for Velocity {
         if v.len() != g.len() || v.len() != w.len() {
             candle_core::bail!("sgd: operands differ in size")
         }
-        for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
-            *v = (*v * k.mu + 0.0) - (k.grad(g, w) * k.lr + 0.0);
-        }
+        velocity(v, g, w, k);
         Ok(())
     }
 }
@@ -118,14 +204,7 @@ impl InplaceOp3 for Weights {
         if v.len() != g.len() || v.len() != w.len() {
             candle_core::bail!("sgd: operands differ in size")
         }
-        for ((w, &v), &g) in w.iter_mut().zip(v).zip(g) {
-            let update = if k.nesterov {
-                (v * k.mu + 0.0) - (k.grad(g, *w) * k.lr + 0.0)
-            } else {
-                v
-            };
-            *w += update;
-        }
+        weights(w, v, g, k);
         Ok(())
     }
 }

@@ -170,6 +170,30 @@ impl Optimizer {
         Ok(())
     }
 
+    /// One SGD step with the gradients given as slices, one per parameter
+    /// in order (the hand-written training step's buffers): the very update
+    /// [`Optimizer::step`] makes with those gradients (CPU, f32).
+    pub(crate) fn sgd_step_from_slices(&mut self, grads: &[Vec<f32>], hyper: Hyper) -> Result<()> {
+        let OptimizerSpec::Sgd(s) = self.spec else {
+            return Err(EngineError::Model(format!(
+                "the hand-written training step needs SGD, not {}",
+                self.spec.name()
+            )));
+        };
+        if grads.len() != self.vars.len() {
+            return Err(EngineError::Model(format!(
+                "{} gradients for {} parameters",
+                grads.len(),
+                self.vars.len()
+            )));
+        }
+        self.steps += 1;
+        for ((var, slots), g) in self.vars.iter().zip(&self.slots).zip(grads) {
+            fused::sgd_from_slice(var.as_tensor(), g, &slots[0], hyper.lr, hyper.momentum, s)?;
+        }
+        Ok(())
+    }
+
     /// A copy of the state, for a checkpoint.
     pub fn state(&self) -> Result<OptimizerState> {
         let names = slot_names(&self.spec);

@@ -7,8 +7,15 @@
 //! weights. A NaN/inf loss ends the run as [`RunOutcome::Diverged`] — a
 //! result, not an error. [`Trainer::checkpoint`] and [`Trainer::resume`] cut
 //! a run into chunks that continue bit-for-bit on the same device.
+//!
+//! On the CPU, the built-in ReLU MLP/CNN trained with SGD on a
+//! classification task take a hand-written training step (`direct.rs`:
+//! forward, backward and update in reused buffers, without candle's
+//! autograd) that computes exactly the same numbers; everything else goes
+//! through candle's `backward()`.
 
 mod checkpoint;
+mod direct;
 mod metrics;
 
 use std::sync::Arc;
@@ -25,6 +32,7 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::landscape::WeightSet;
 use crate::engine::model::{ModelContext, ModelRegistry, Network};
 use crate::engine::optim::{Hyper, Optimizer};
+use direct::DirectStep;
 
 /// What the observer wants after a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +83,9 @@ pub struct Trainer {
     eval_batch: usize,
     epoch: usize,
     step: u64,
+    /// The hand-written training step, where it applies (`direct.rs`);
+    /// `None`: candle's autograd.
+    direct: Option<DirectStep>,
 }
 
 impl Trainer {
@@ -103,6 +114,7 @@ impl Trainer {
             )));
         }
         let train_eval = data.train.head(spec.train_eval_size)?;
+        let direct = DirectStep::plan(spec, &data, &net, device);
         Ok(Trainer {
             spec: spec.clone(),
             data,
@@ -113,6 +125,7 @@ impl Trainer {
             eval_batch: EVAL_BATCH,
             epoch: 0,
             step: 0,
+            direct,
         })
     }
 
@@ -167,6 +180,19 @@ impl Trainer {
 
     pub fn batches_per_epoch(&self) -> usize {
         Batches::count(self.data.train.len, self.spec.batch_size)
+    }
+
+    /// Whether training steps are the hand-written CPU step (built-in ReLU
+    /// MLP/CNN, cross-entropy, SGD, f32) rather than candle's autograd.
+    pub fn uses_direct_step(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Trains through candle's autograd even where the hand-written step
+    /// applies: for tests and benchmarks that compare the two.
+    #[doc(hidden)]
+    pub fn force_autograd(&mut self) {
+        self.direct = None;
     }
 
     pub fn set_eval_batch(&mut self, n: usize) {
@@ -263,10 +289,22 @@ impl Trainer {
                 if observer.cancelled() {
                     return Ok(RunOutcome::Stopped { epoch });
                 }
-                let (x, y) = self.data.train.gather(&idx?)?;
-                let out = self.net.forward(&x)?;
-                let l = loss(task, &out, &y)?;
-                let lv = l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                // The loss on the batch (and, on the hand-written step, the
+                // gradients already); the update follows the NaN check.
+                let (l, lv) = match self.direct.as_mut() {
+                    Some(d) => {
+                        let idx = idx?.to_vec1::<u32>()?;
+                        let lv = d.forward_backward(&self.net, &self.data.train, &idx)?;
+                        (None, lv as f64)
+                    }
+                    None => {
+                        let (x, y) = self.data.train.gather(&idx?)?;
+                        let out = self.net.forward(&x)?;
+                        let l = loss(task, &out, &y)?;
+                        let lv = l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                        (Some(l), lv)
+                    }
+                };
                 if !lv.is_finite() {
                     return Ok(RunOutcome::Diverged {
                         epoch,
@@ -278,7 +316,15 @@ impl Trainer {
                     });
                 }
                 hyper = self.hyper_at(self.step);
-                self.opt.backward_step(&l, hyper)?;
+                match (l, self.direct.as_mut()) {
+                    (Some(l), _) => self.opt.backward_step(&l, hyper)?,
+                    (None, Some(d)) => d.update(&mut self.opt, hyper)?,
+                    (None, None) => {
+                        return Err(EngineError::Model(
+                            "training step: no loss to differentiate (an internal error)".into(),
+                        ))
+                    }
+                }
                 self.step += 1;
                 loss_sum += lv;
                 loss_n += 1;
