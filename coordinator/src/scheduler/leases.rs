@@ -117,29 +117,10 @@ impl Scheduler {
             // queued behind the Complete that made its task ready is
             // never dated before it).
             let now = now_ms();
-            let (device, slots, quarantined_until): (String, u32, i64) = store::one(
-                tx,
-                "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1",
-                [&worker],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?
-            .ok_or_else(|| {
-                CoordError::NotFound(format!("worker {worker} is not registered: register again"))
-            })?;
             // Never more than the slots it registered, whatever it asks; and
             // nothing new while quarantined (its leases are still renewed).
-            let held = req.running.len() as u32;
-            let free = if quarantined_until > now {
-                0
-            } else {
-                req.free_slots.min(slots.saturating_sub(held)) as usize
-            };
-            store::exec(
-                tx,
-                "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
-                params![worker, now],
-            )?;
+            let caller = Caller::seen(tx, &worker, now)?;
+            let free = caller.free(req.free_slots, req.running.len() as u32);
             let mut stop = vec![];
             for r in &req.running {
                 let current = store::one(
@@ -168,7 +149,8 @@ impl Scheduler {
                     _ => stop.push(r.task_id.clone()),
                 }
             }
-            let (tasks, waits) = pick_tasks(tx, published, &worker, &device, free, now, ttl)?;
+            let (tasks, waits) =
+                pick_tasks(tx, published, &worker, &caller.device, free, now, ttl)?;
             Ok((pb::LeaseResponse { tasks, stop }, waits))
         })
         .await
@@ -366,19 +348,10 @@ impl Scheduler {
             }
             // The next lease. The worker's slots minus what the store says
             // it holds (not a list from the worker: this call carries none).
-            let (device, slots, quarantined_until): (String, u32, i64) = store::one(tx, "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1", [&req.worker_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?
-                .ok_or_else(|| CoordError::NotFound(format!("worker {} is not registered: register again", clip(&req.worker_id, 80))))?;
+            let caller = Caller::seen(tx, &req.worker_id, now)?;
             let held: u32 = store::one(tx, "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'", [&req.worker_id], |r| r.get(0))?;
-            let free = if quarantined_until > now {
-                0
-            } else {
-                req.next_slots.min(slots.saturating_sub(held)) as usize
-            };
-            store::exec(tx, "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![req.worker_id, now])?;
-            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &device, free, now, ttl)?;
+            let free = caller.free(req.next_slots, held);
+            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &caller.device, free, now, ttl)?;
             Ok((tasks, waits, reported))
         })
         .await
@@ -622,6 +595,52 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
             )
         }
         _ => Ok(()),
+    }
+}
+
+/// A worker that has just called (Lease, or Complete with a next lease).
+struct Caller {
+    device: String,
+    slots: u32,
+    quarantined: bool,
+}
+
+impl Caller {
+    /// Looks the worker up and marks it seen at `now`.
+    fn seen(tx: &Transaction, worker: &str, now: i64) -> Result<Caller> {
+        let (device, slots, quarantined_until): (String, u32, i64) = store::one(
+            tx,
+            "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1",
+            [worker],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or_else(|| {
+            CoordError::NotFound(format!(
+                "worker {} is not registered: register again",
+                clip(worker, 80)
+            ))
+        })?;
+        store::exec(
+            tx,
+            "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+            params![worker, now],
+        )?;
+        Ok(Caller {
+            device,
+            slots,
+            quarantined: quarantined_until > now,
+        })
+    }
+
+    /// How many new tasks it may take: what it `asked` for, never more than
+    /// its registered slots minus the `held` ones, none while quarantined.
+    fn free(&self, asked: u32, held: u32) -> usize {
+        if self.quarantined {
+            0
+        } else {
+            asked.min(self.slots.saturating_sub(held)) as usize
+        }
     }
 }
 
