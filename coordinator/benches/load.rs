@@ -49,7 +49,7 @@
 //! memory come from /proc/<pid>/stat and /proc/<pid>/status of the child.
 //! Exits non-zero if a call failed or a job did not succeed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -66,6 +66,7 @@ use ridgeline_common::proto::v1::job_service_client::JobServiceClient;
 use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
 use ridgeline_common::task::TaskSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -91,12 +92,15 @@ struct Args {
     /// Report, Complete and Lease as three calls per task, as before
     /// Complete could carry the last report and lease the next task.
     separate_calls: bool,
+    /// Tasks each simulated worker holds queued beyond its slots (the real
+    /// worker's `--lease-ahead`, 1 by default; at most the slots).
+    lease_ahead: u32,
 }
 
 const USAGE: &str = "usage: load [--smoke] [--workers N] [--slots S] [--tasks K] [--task-ms T] \
 [--per-channel C] [--heartbeat SECS] [--overhead-tasks K] [--overhead-ms T] [--overhead-slots N] \
 [--ray] [--no-load] [--no-overhead] [--scaling] [--scaling-points P] [--scaling-ms T] [--data-in DIR] \
-[--separate-calls]";
+[--separate-calls] [--lease-ahead Q]";
 
 fn parse_args() -> Result<Args> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -115,6 +119,7 @@ fn parse_args() -> Result<Args> {
             data_in: None,
             smoke,
             separate_calls: false,
+            lease_ahead: 1,
         }
     } else {
         Args {
@@ -130,6 +135,7 @@ fn parse_args() -> Result<Args> {
             data_in: None,
             smoke,
             separate_calls: false,
+            lease_ahead: 1,
         }
     };
     let mut it = argv.into_iter();
@@ -158,6 +164,7 @@ fn parse_args() -> Result<Args> {
             "--ray" => overhead = (10_000, 1_000, 1_000),
             "--no-load" => a.load = false,
             "--separate-calls" => a.separate_calls = true,
+            "--lease-ahead" => a.lease_ahead = value(&flag, it.next())?,
             "--no-overhead" => no_overhead = true,
             "--data-in" => a.data_in = Some(value(&flag, it.next())?),
             "--scaling" => with_scaling = true,
@@ -188,6 +195,13 @@ fn parse_args() -> Result<Args> {
         if k == 0 || t == 0 || n == 0 {
             bail!("--overhead-tasks, --overhead-ms and --overhead-slots must be at least 1");
         }
+    }
+    if a.lease_ahead > a.slots {
+        bail!("--lease-ahead must be at most --slots");
+    }
+    if a.separate_calls {
+        // The old protocol had no queue.
+        a.lease_ahead = 0;
     }
     if a.heartbeat.is_nan() || a.heartbeat <= 0.0 {
         bail!("--heartbeat must be positive");
@@ -491,6 +505,10 @@ struct Latencies {
     lease: Vec<u32>,
     report: Vec<u32>,
     complete: Vec<u32>,
+    /// When this worker's first task started, and when the work of its
+    /// last acknowledged one ended (for the split of idle slot time).
+    first_start: Option<Instant>,
+    last_work_end: Option<Instant>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -511,6 +529,8 @@ fn metrics() -> pb::Metrics {
 /// What one acknowledged task attempt measured, and the tasks its Complete
 /// leased for the slot it freed.
 struct TaskDone {
+    /// When its work (the sleep) ended.
+    work_end: Instant,
     /// `None` when the report rode with Complete.
     report_us: Option<u32>,
     complete_us: u32,
@@ -525,6 +545,9 @@ async fn run_task(
     mut client: WorkerServiceClient<Channel>,
     worker_id: String,
     a: pb::TaskAssignment,
+    queued: Duration,
+    next_slots: u32,
+    freed: mpsc::UnboundedSender<tokio::task::Id>,
 ) -> Option<TaskDone> {
     let points = match TaskSpec::from_json(&a.spec_json) {
         Ok(TaskSpec::LineSearch(ls)) => ls.points,
@@ -540,6 +563,9 @@ async fn run_task(
     if run.task_ms > 0 {
         tokio::time::sleep(Duration::from_millis(run.task_ms)).await;
     }
+    let work_end = Instant::now();
+    // Its slot is free for a queued task while it completes.
+    let _ = freed.send(tokio::task::id());
     let items = points
         .iter()
         .map(|&(index, alpha)| pb::Progress {
@@ -592,7 +618,8 @@ async fn run_task(
             checkpoint_hash: String::new(),
             epochs_trained: 0,
             engine_ms: 0,
-            next_slots: u32::from(!run.separate),
+            next_slots: if run.separate { 0 } else { next_slots },
+            queued_ms: queued.as_millis() as u64,
             last_report,
         })
         .await;
@@ -613,63 +640,138 @@ async fn run_task(
         run.stop.cancel();
     }
     Some(TaskDone {
+        work_end,
         report_us,
         complete_us,
         next,
     })
 }
 
-/// A simulated worker, as the real one: Lease (heartbeat) with its free
-/// slots and running tasks; the tasks a Complete leased start at once; a
-/// slot still free after a task ends leases at once, else the next Lease is
-/// the heartbeat.
+/// A simulated worker, as the real one: Lease (heartbeat) with what it can
+/// take and every task it holds; the tasks a Complete leased start at once,
+/// or queue while every slot is busy (`--lease-ahead`); a queued task
+/// starts as soon as a running one's work ends; a slot with nothing to run
+/// leases at once, else the next Lease is the heartbeat.
 async fn worker(
     run: Arc<Run>,
     client: WorkerServiceClient<Channel>,
     id: String,
     slots: u32,
+    ahead: u32,
     heartbeat: Duration,
 ) -> Latencies {
-    let mut lat = Latencies::default();
-    let mut tasks: JoinSet<Option<TaskDone>> = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, pb::RunningTask> = HashMap::new();
-    let spawn = |tasks: &mut JoinSet<Option<TaskDone>>,
-                 running: &mut HashMap<tokio::task::Id, pb::RunningTask>,
-                 task: pb::TaskAssignment| {
-        let r = pb::RunningTask {
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
-        };
-        let h = tasks.spawn(run_task(run.clone(), client.clone(), id.clone(), task));
-        running.insert(h.id(), r);
+    struct Sim {
+        run: Arc<Run>,
+        client: WorkerServiceClient<Channel>,
+        id: String,
+        slots: usize,
+        capacity: u32,
+        started: Option<Instant>,
+        tasks: JoinSet<Option<TaskDone>>,
+        /// Running tasks, and whether each still holds its slot.
+        running: HashMap<tokio::task::Id, (pb::RunningTask, bool)>,
+        queue: VecDeque<(pb::TaskAssignment, Instant)>,
+        freed_tx: mpsc::UnboundedSender<tokio::task::Id>,
+    }
+    impl Sim {
+        fn start(&mut self, task: pb::TaskAssignment) {
+            self.queue.push_back((task, Instant::now()));
+            self.start_queued();
+        }
+        fn start_queued(&mut self) {
+            while self
+                .running
+                .values()
+                .filter(|(_, in_slot)| *in_slot)
+                .count()
+                < self.slots
+            {
+                let Some((task, since)) = self.queue.pop_front() else {
+                    break;
+                };
+                let r = pb::RunningTask {
+                    task_id: task.task_id.clone(),
+                    attempt: task.attempt,
+                };
+                let h = self.tasks.spawn(run_task(
+                    self.run.clone(),
+                    self.client.clone(),
+                    self.id.clone(),
+                    task,
+                    since.elapsed(),
+                    self.capacity,
+                    self.freed_tx.clone(),
+                ));
+                self.running.insert(h.id(), (r, true));
+                self.started.get_or_insert_with(Instant::now);
+            }
+        }
+        fn freed(&mut self, id: tokio::task::Id) {
+            if let Some((_, in_slot)) = self.running.get_mut(&id) {
+                *in_slot = false;
+            }
+            self.start_queued();
+        }
+        fn reap(&mut self, j: Joined, lat: &mut Latencies) {
+            let id = match &j {
+                Ok((id, _)) => *id,
+                Err(e) => e.id(),
+            };
+            self.running.remove(&id);
+            self.start_queued();
+            for task in reap(j, lat) {
+                self.start(task);
+            }
+        }
+    }
+    let (freed_tx, mut freed_rx) = mpsc::unbounded_channel();
+    let mut sim = Sim {
+        run: run.clone(),
+        client: client.clone(),
+        id: id.clone(),
+        slots: slots as usize,
+        capacity: slots + ahead,
+        started: None,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        queue: VecDeque::new(),
+        freed_tx,
     };
+    let mut lat = Latencies::default();
     let mut next_beat = Instant::now();
     loop {
-        while let Some(j) = tasks.try_join_next_with_id() {
-            for task in reap(j, &mut running, &mut lat) {
-                spawn(&mut tasks, &mut running, task);
-            }
+        while let Ok(id) = freed_rx.try_recv() {
+            sim.freed(id);
+        }
+        while let Some(j) = sim.tasks.try_join_next_with_id() {
+            sim.reap(j, &mut lat);
         }
         if run.stop.is_cancelled() {
             break;
         }
-        let free = slots.saturating_sub(running.len() as u32);
-        if free == 0 && Instant::now() < next_beat {
+        let held = (sim.running.len() + sim.queue.len()) as u32;
+        let idle_slot = held < slots;
+        if !idle_slot && Instant::now() < next_beat {
             tokio::select! {
                 () = tokio::time::sleep_until(next_beat.into()) => {}
                 () = run.stop.cancelled() => break,
-                Some(j) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    for task in reap(j, &mut running, &mut lat) {
-                        spawn(&mut tasks, &mut running, task);
-                    }
-                }
+                Some(j) = sim.tasks.join_next_with_id(), if !sim.tasks.is_empty() => sim.reap(j, &mut lat),
+                Some(id) = freed_rx.recv() => sim.freed(id),
             }
             continue;
         }
         let request = pb::LeaseRequest {
             worker_id: id.clone(),
-            free_slots: free,
-            running: running.values().cloned().collect(),
+            free_slots: sim.capacity.saturating_sub(held),
+            running: sim
+                .running
+                .values()
+                .map(|(r, _)| r.clone())
+                .chain(sim.queue.iter().map(|(t, _)| pb::RunningTask {
+                    task_id: t.task_id.clone(),
+                    attempt: t.attempt,
+                }))
+                .collect(),
             wait_ms: 0,
         };
         let t = Instant::now();
@@ -684,7 +786,7 @@ async fn worker(
             Ok(a) => {
                 lat.lease.push(micros(t.elapsed()));
                 for task in a.into_inner().tasks {
-                    spawn(&mut tasks, &mut running, task);
+                    sim.start(task);
                 }
             }
             Err(e) => {
@@ -695,34 +797,28 @@ async fn worker(
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = run.stop.cancelled() => break,
-            Some(j) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                for task in reap(j, &mut running, &mut lat) {
-                    spawn(&mut tasks, &mut running, task);
-                }
-            }
+            Some(j) = sim.tasks.join_next_with_id(), if !sim.tasks.is_empty() => sim.reap(j, &mut lat),
+            Some(id) = freed_rx.recv() => sim.freed(id),
         }
     }
-    tasks.abort_all();
-    while let Some(j) = tasks.join_next_with_id().await {
-        reap(j, &mut running, &mut lat);
+    sim.tasks.abort_all();
+    while let Some(j) = sim.tasks.join_next_with_id().await {
+        sim.reap(j, &mut lat);
     }
+    lat.first_start = sim.started;
     lat
 }
 
 type Joined = Result<(tokio::task::Id, Option<TaskDone>), tokio::task::JoinError>;
 
-/// Takes an ended task off the worker's running list; returns the tasks its
-/// Complete leased.
-fn reap(
-    joined: Joined,
-    running: &mut HashMap<tokio::task::Id, pb::RunningTask>,
-    lat: &mut Latencies,
-) -> Vec<pb::TaskAssignment> {
+/// Records what an ended task measured; returns the tasks its Complete
+/// leased.
+fn reap(joined: Joined, lat: &mut Latencies) -> Vec<pb::TaskAssignment> {
     match joined {
-        Ok((id, out)) => {
-            running.remove(&id);
+        Ok((_, out)) => {
             match out {
                 Some(done) => {
+                    lat.last_work_end = lat.last_work_end.max(Some(done.work_end));
                     lat.report.extend(done.report_us);
                     lat.complete.push(done.complete_us);
                     if !done.next.is_empty() {
@@ -734,10 +830,7 @@ fn reap(
                 None => vec![],
             }
         }
-        Err(e) => {
-            running.remove(&e.id());
-            vec![]
-        }
+        Err(_) => vec![],
     }
 }
 
@@ -813,6 +906,12 @@ struct Outcome {
     channels: usize,
     submit: Duration,
     wall: Duration,
+    /// Slot time idle before the first task of each worker, and after its
+    /// last one's work until the end (summed over workers).
+    startup: Duration,
+    tail: Duration,
+    /// Tasks each worker held queued beyond its slots.
+    ahead: u32,
     acked: u64,
     lost: u64,
     lease: Vec<u32>,
@@ -846,6 +945,7 @@ async fn run_once(
     label: &str,
 ) -> Result<Outcome> {
     let ticks = clock_ticks();
+    let ahead = args.lease_ahead.min(slots);
     let server = Server::start(args).await?;
     let pid = server.pid();
     eprintln!(
@@ -881,6 +981,7 @@ async fn run_once(
                     slots,
                     memory_bytes: 0,
                     previous_worker_id: String::new(),
+                    lease_ahead: ahead,
                 })
                 .await
                 .map(|r| r.into_inner())
@@ -936,7 +1037,7 @@ async fn run_once(
     let mut handles = JoinSet::new();
     for (i, id) in ids.into_iter().enumerate() {
         let client = WorkerServiceClient::new(channels[i / args.per_channel].clone());
-        handles.spawn(worker(run.clone(), client, id, slots, heartbeat));
+        handles.spawn(worker(run.clone(), client, id, slots, ahead, heartbeat));
     }
     // Generous: a stuck run is an error, not a hang.
     let ideal = Duration::from_millis(task_ms * tasks as u64 / (workers as u64 * slots as u64));
@@ -952,8 +1053,17 @@ async fn run_once(
     let own_cpu = own1.0 + own1.1 - own0.0 - own0.1;
     run.stop.cancel();
     let (mut lease, mut report, mut complete) = (vec![], vec![], vec![]);
+    // Idle slot time before each worker's first task and after its last
+    // one (one-slot workers: per worker is per slot).
+    let (mut startup, mut tail) = (Duration::ZERO, Duration::ZERO);
     while let Some(l) = handles.join_next().await {
         let l = l?;
+        startup += l
+            .first_start
+            .map_or(wall, |s| s.saturating_duration_since(t0));
+        tail += l
+            .last_work_end
+            .map_or(Duration::ZERO, |e| end.saturating_duration_since(e));
         lease.extend(l.lease);
         report.extend(l.report);
         complete.extend(l.complete);
@@ -1005,6 +1115,9 @@ async fn run_once(
         channels: n_channels,
         submit,
         wall,
+        startup,
+        tail,
+        ahead,
         acked: run.acked.load(Ordering::Relaxed),
         lost: run.lost.load(Ordering::Relaxed),
         lease,
@@ -1293,14 +1406,25 @@ fn overhead_row(o: &Outcome) -> String {
     let ideal = o.task_ms as f64 / 1e3 * o.tasks as f64 / (o.workers as f64 * o.slots as f64);
     let wall = o.wall.as_secs_f64();
     let over = (wall / ideal - 1.0) * 100.0;
+    // The same overhead split by where the slots sat idle, as shares of the
+    // ideal slot time (they add up to the overhead with one-slot workers).
+    let work = o.task_ms as f64 / 1e3 * o.tasks as f64;
+    let idle = wall * o.workers as f64 * o.slots as f64 - work;
+    let (startup, tail) = (o.startup.as_secs_f64(), o.tail.as_secs_f64());
+    let between = idle - startup - tail;
+    let share = |x: f64| x / work * 100.0;
     format!(
-        "| scheduling overhead, {} tasks × {} ms on {} slots | {:.3} s vs ideal {:.3} s: {:+.1} % (coordinator CPU {:.2} s; {} lease(s) lost to expiry) | < 2 % (Ray Tune: 14 %) | {} |\n",
+        "| scheduling overhead, {} tasks × {} ms on {} slots, lease ahead {} | {:.3} s vs ideal {:.3} s: {:+.1} % (idle slot time: {:.1} % before each worker's first task, {:.1} % between tasks, {:.1} % after its last; coordinator CPU {:.2} s; {} lease(s) lost to expiry) | < 2 % (Ray Tune: 14 %) | {} |\n",
         thousands(o.tasks as f64),
         thousands(o.task_ms as f64),
         thousands(o.workers as f64 * o.slots as f64),
+        o.ahead,
         wall,
         ideal,
         over,
+        share(startup),
+        share(between),
+        share(tail),
         o.cpu,
         o.lost,
         verdict(over < 2.0)

@@ -138,6 +138,7 @@ pub async fn register(w: &mut WorkerServiceClient<Channel>, name: &str) -> Strin
         slots: 1,
         memory_bytes: 0,
         previous_worker_id: String::new(),
+        lease_ahead: 0,
     })
     .await
     .expect("register")

@@ -288,6 +288,7 @@ async fn a_full_disk_refuses_changes_clearly_and_loses_nothing() {
         epochs_trained: 3,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await

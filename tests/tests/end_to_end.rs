@@ -27,7 +27,19 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 /// Starts an in-process worker; it stops when the token is cancelled.
 fn start_worker(url: &str, name: &str, cache: &std::path::Path, stop: &CancellationToken) {
+    start_worker_ahead(url, name, cache, stop, 0);
+}
+
+/// A worker that holds `lease_ahead` tasks queued beyond its one slot.
+fn start_worker_ahead(
+    url: &str,
+    name: &str,
+    cache: &std::path::Path,
+    stop: &CancellationToken,
+    lease_ahead: usize,
+) {
     let mut cfg = WorkerConfig::new(url, name);
+    cfg.lease_ahead = lease_ahead;
     cfg.cache_dir = cache.join(name);
     cfg.shutdown_grace = Duration::from_millis(200);
     let stop = stop.clone();
@@ -446,6 +458,73 @@ async fn a_killed_coordinator_restarts_on_its_data_dir_and_the_job_completes() {
     assert_same_curves(&results, &engine_curves(&text));
 }
 
+/// A worker shutting down hands back the task it holds queued (never
+/// started) at once, with the running one, rather than leaving it leased
+/// until its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_hands_back_its_queued_task() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long TTL: tasks must come back through the hand-back.
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(60)).await;
+    let mut client = c.jobs().await;
+    let text = SLOW_CNN_RAMP.replace("replicates = 1", "replicates = 3");
+    let job = submit(&mut client, &text).await.unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = WorkerConfig::new(c.url(), "ahead");
+    cfg.lease_ahead = 1;
+    cfg.cache_dir = dir.path().join("ahead");
+    cfg.shutdown_grace = Duration::from_millis(200);
+    let worker = tokio::spawn(runner::run(cfg, stop.clone()));
+    wait_for_points(&mut client, &job, "the first chunk to report", |c| {
+        !c.points.is_empty()
+    })
+    .await;
+    let get = |client: &mut ridgeline_common::proto::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let job = job.clone();
+        let mut client = client.clone();
+        async move {
+            client
+                .get_job(pb::GetJobRequest { job_id: job })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let s = get(&mut client).await;
+    let leased: Vec<String> = s
+        .tasks
+        .iter()
+        .filter(|t| t.state == pb::TaskState::Leased as i32)
+        .map(|t| t.task_id.clone())
+        .collect();
+    assert_eq!(leased.len(), 2, "one running, one queued: {s:#?}");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    let s = get(&mut client).await;
+    for id in &leased {
+        let t = s.tasks.iter().find(|t| &t.task_id == id).unwrap();
+        assert_eq!(
+            t.state,
+            pb::TaskState::Pending as i32,
+            "handed back: {t:#?}"
+        );
+        assert_eq!(t.attempt, 2, "{t:#?}");
+        assert!(t.error.contains("shutting down"), "{t:#?}");
+    }
+    assert_ne!(
+        s.state,
+        pb::JobState::Failed as i32,
+        "a hand-back is no failure"
+    );
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_running_task_back_at_once_and_the_worker_exits() {
     let dir = tempfile::tempdir().unwrap();
@@ -776,6 +855,54 @@ async fn a_completion_brings_the_worker_its_next_task() {
             t.leased_unix_ms, before.done_unix_ms,
             "leased by its predecessor's Complete: {before:#?} {t:#?}"
         );
+        assert_eq!(t.started_unix_ms, t.leased_unix_ms, "not queued: {t:#?}");
     }
+    c.stop().await;
+}
+
+/// With `lease_ahead`, a worker holds its next task while one runs and
+/// starts it the moment the running one's engine work is over: before that
+/// one's upload and Complete, so its start precedes its predecessor's done
+/// time, and the coordinator records when it left the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_leased_ahead_starts_as_soon_as_the_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
+    let mut client = c.jobs().await;
+    let job = submit(&mut client, LINE_SEARCH).await.unwrap();
+    let stop = CancellationToken::new();
+    start_worker_ahead(&c.url(), "ahead", dir.path(), &stop, 1);
+    let s = wait_for_end(&mut client, &job, LIMIT).await;
+    stop.cancel();
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    let mut tasks = s.tasks.clone();
+    assert_eq!(tasks.len(), 8);
+    tasks.sort_by_key(|t| t.started_unix_ms);
+    for t in &tasks {
+        assert_eq!(t.attempt, 1, "{t:#?}");
+        assert!(
+            t.leased_unix_ms <= t.started_unix_ms && t.started_unix_ms <= t.done_unix_ms,
+            "leased, then started, then done: {t:#?}"
+        );
+    }
+    // Every task after the first was held queued: leased while its
+    // predecessor ran, started before that one was stored done.
+    for pair in tasks.windows(2) {
+        let (before, t) = (&pair[0], &pair[1]);
+        assert!(
+            t.leased_unix_ms < before.done_unix_ms,
+            "leased ahead, while its predecessor ran: {before:#?} {t:#?}"
+        );
+        assert!(
+            t.started_unix_ms <= before.done_unix_ms,
+            "started when the predecessor's engine work ended: {before:#?} {t:#?}"
+        );
+    }
+    assert!(
+        tasks[1..]
+            .iter()
+            .any(|t| t.started_unix_ms > t.leased_unix_ms),
+        "some task waited in the worker's queue: {tasks:#?}"
+    );
     c.stop().await;
 }

@@ -350,6 +350,7 @@ async fn scripted_worker(
                 epochs_trained: epochs,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await

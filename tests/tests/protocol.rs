@@ -214,6 +214,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
             epochs_trained: 2,
             engine_ms: 0,
             next_slots: 0,
+            queued_ms: 0,
             last_report: None,
         })
         .await
@@ -245,6 +246,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
         epochs_trained: 2,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await
@@ -318,6 +320,7 @@ async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
         epochs_trained: 3,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await
@@ -635,6 +638,7 @@ async fn a_retried_attempt_replaces_the_abandoned_one_s_measurements() {
         epochs_trained: 1,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await
@@ -692,6 +696,7 @@ async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
         epochs_trained: 2,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     };
     let err = w
@@ -838,6 +843,7 @@ async fn a_worker_that_fails_everything_is_quarantined() {
                 epochs_trained: 2,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await
@@ -1007,6 +1013,7 @@ async fn a_completion_leases_the_next_task_within_the_worker_s_slots() {
         epochs_trained: 0,
         engine_ms: 0,
         next_slots,
+        queued_ms: 0,
         last_report: None,
     };
     let t1 = lease_one(&mut w, &a).await;
@@ -1058,6 +1065,92 @@ async fn a_completion_leases_the_next_task_within_the_worker_s_slots() {
     c.stop().await;
 }
 
+/// A worker registered with `lease_ahead` gets tasks beyond its slots, to
+/// queue, but only from a job with ready tasks to spare (more than the idle
+/// slots of live workers): a queued task must not keep an idle worker
+/// waiting. The Complete's `queued_ms` dates the attempt's start.
+#[tokio::test]
+async fn a_worker_holds_tasks_ahead_only_from_a_job_with_tasks_to_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    let registration = |name: &str, slots: u32, lease_ahead: u32| pb::RegisterRequest {
+        protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
+        name: name.into(),
+        device: "cpu".into(),
+        slots,
+        lease_ahead,
+        ..Default::default()
+    };
+    // A queue longer than the slots is refused, naming the field.
+    let err = w.register(registration("greedy", 1, 2)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("lease_ahead"), "{}", err.message());
+
+    let job = submit(&mut client, &jobs::line_search(3, 1)).await.unwrap();
+    let a = w
+        .register(registration("a", 1, 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    // Asking for more than a slot and a queue place gets exactly those two:
+    // three tasks ready, no other worker idle.
+    let first = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 5,
+            running: vec![],
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(first.len(), 2, "a slot and a queue place: {first:?}");
+    let done = |t: &pb::TaskAssignment, queued_ms: u64| pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            ..Default::default()
+        }),
+        next_slots: 2,
+        queued_ms,
+        ..Default::default()
+    };
+
+    // Now b is idle and one task is left: a gets no queue place, and b's
+    // lease gets the task.
+    let b = register(&mut w, "b").await;
+    // Past the coordinator's reuse of its idle-slot count.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let next = w.complete(done(&first[0], 0)).await.unwrap().into_inner();
+    assert!(next.tasks.is_empty(), "no task to spare: {next:?}");
+    let last = lease_one(&mut w, &b).await;
+    assert_eq!(last.job_id, job);
+
+    // The queued one completes, saying it waited 40 ms in the queue.
+    w.complete(done(&first[1], 40)).await.unwrap();
+    let s = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |id: &str| s.tasks.iter().find(|t| t.task_id == id).unwrap().clone();
+    let (t1, t2) = (status(&first[0].task_id), status(&first[1].task_id));
+    assert_eq!(t1.started_unix_ms, t1.leased_unix_ms, "{t1:?}");
+    assert_eq!(t2.started_unix_ms, t2.leased_unix_ms + 40, "{t2:?}");
+    assert!(t2.started_unix_ms <= t2.done_unix_ms, "{t2:?}");
+    // Not done yet: no start.
+    assert_eq!(status(&last.task_id).started_unix_ms, 0);
+    c.stop().await;
+}
+
 /// A Complete may carry the attempt's last report: stored in the same
 /// transaction just before the completion, once even when the Complete is
 /// resent, and refused as a whole (nothing stored, the task still leased)
@@ -1085,6 +1178,7 @@ async fn a_completion_can_carry_the_attempt_s_last_report() {
         epochs_trained: 2,
         engine_ms: 0,
         next_slots: 1,
+        queued_ms: 0,
         last_report: Some(pb::ReportRequest {
             worker_id: a.clone(),
             task_id: t.task_id.clone(),

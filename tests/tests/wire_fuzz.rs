@@ -191,6 +191,7 @@ impl Fixture {
                 epochs_trained: 2,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await
@@ -735,9 +736,18 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
         any_u32(),
         any_u64(),
         workers(),
+        prop_oneof![3 => Just(0u32), 2 => Just(1u32), 1 => any_u32()],
     )
         .prop_map(
-            |(protocol_version, name, device, slots, memory_bytes, previous_worker_id)| {
+            |(
+                protocol_version,
+                name,
+                device,
+                slots,
+                memory_bytes,
+                previous_worker_id,
+                lease_ahead,
+            )| {
                 Call::Register(pb::RegisterRequest {
                     protocol_version,
                     name,
@@ -745,6 +755,7 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
                     slots,
                     memory_bytes,
                     previous_worker_id,
+                    lease_ahead,
                 })
             },
         );
@@ -929,6 +940,7 @@ impl Sandbox {
             slots: 1,
             memory_bytes: 0,
             previous_worker_id: self.worker.clone(),
+            lease_ahead: 0,
         })
         .await
         .expect("register");
@@ -997,6 +1009,7 @@ async fn send(
                 epochs_trained,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await
@@ -1341,6 +1354,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
                 epochs_trained: 3,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await;
@@ -1403,6 +1417,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
         epochs_trained: 3,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await
@@ -1565,6 +1580,7 @@ async fn measurements_a_task_cannot_have_made_are_refused_naming_the_field() {
                 epochs_trained: 0,
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await,
@@ -1860,6 +1876,7 @@ async fn nan_and_infinite_metrics_are_recorded_as_sent_and_end_in_divergence() {
         epochs_trained: 2,
         engine_ms: 0,
         next_slots: 0,
+        queued_ms: 0,
         last_report: None,
     })
     .await

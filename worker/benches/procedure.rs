@@ -43,12 +43,17 @@ const WORKERS: usize = 2;
 struct Args {
     heartbeat: Duration,
     smoke: bool,
+    /// The workers' `--lease-ahead` (0, their default).
+    lease_ahead: usize,
 }
+
+const USAGE: &str = "usage: procedure [--smoke] [--heartbeat-ms MS] [--lease-ahead 0|1]";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         heartbeat: Duration::from_millis(200),
         smoke: false,
+        lease_ahead: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,12 +72,20 @@ fn parse_args() -> Result<Args> {
                 }
                 a.heartbeat = Duration::from_millis(ms);
             }
+            "--lease-ahead" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--lease-ahead needs a value"))?;
+                a.lease_ahead = v.parse().ok().filter(|&n| n <= 1).ok_or_else(|| {
+                    anyhow!("--lease-ahead: `{v}` is not 0 or 1 (the workers have one slot)")
+                })?;
+            }
             "-h" | "--help" => {
-                println!("usage: procedure [--smoke] [--heartbeat-ms MS]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => {
-                bail!("unknown argument `{other}`\nusage: procedure [--smoke] [--heartbeat-ms MS]")
+                bail!("unknown argument `{other}`\n{USAGE}")
             }
         }
     }
@@ -138,21 +151,25 @@ fn split(job: &pb::JobStatus, slots: i64) -> Result<Split> {
     }
     let mut s = Split::default();
     for tasks in by_worker.values_mut() {
-        tasks.sort_by_key(|t| t.leased_unix_ms);
+        // A task leased ahead starts after its lease, when it leaves the
+        // worker's queue.
+        let start = |t: &pb::TaskStatus| t.started_unix_ms.max(t.leased_unix_ms);
+        tasks.sort_by_key(|t| start(t));
         // One slot per worker: it is free from the job's start, then from
-        // each of its tasks' end.
+        // each of its tasks' end. (A queued task starts while the one
+        // before still uploads and completes: that overlap counts once.)
         let mut free_since = job.created_unix_ms;
         for t in tasks.iter() {
-            if t.leased_unix_ms == 0 || t.done_unix_ms < t.leased_unix_ms {
-                bail!("task {} has no lease/done times", t.task_id);
+            if t.leased_unix_ms == 0 || t.done_unix_ms < start(t) {
+                bail!("task {} has no lease/start/done times", t.task_id);
             }
-            let busy = t.done_unix_ms - t.leased_unix_ms;
+            let busy = t.done_unix_ms - start(t).max(free_since);
             let engine = (t.engine_ms as i64).min(busy);
             s.engine += engine;
-            s.in_task += busy - engine;
+            s.in_task += (busy - engine).max(0);
             let ready = t.ready_unix_ms.max(free_since);
-            s.scheduling += (t.leased_unix_ms - ready).max(0);
-            free_since = t.done_unix_ms;
+            s.scheduling += (start(t) - ready).max(0);
+            free_since = free_since.max(t.done_unix_ms);
         }
     }
     s.no_work = (slots * wall - s.engine - s.in_task - s.scheduling).max(0);
@@ -180,6 +197,7 @@ async fn run(args: Args) -> Result<()> {
     for i in 0..WORKERS {
         let mut cfg = WorkerConfig::new(url.clone(), format!("bench-worker-{i}"));
         cfg.cache_dir = dir.path().join(format!("cache-{i}"));
+        cfg.lease_ahead = args.lease_ahead;
         workers.push(tokio::spawn(runner::run(cfg, stop.clone())));
     }
     let mut jobs = client::connect(&url, &client::Credentials::none()).await?;

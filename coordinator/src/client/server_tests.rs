@@ -112,6 +112,7 @@ impl Coordinator {
                 slots: 2,
                 memory_bytes: 0,
                 previous_worker_id: String::new(),
+                lease_ahead: 0,
             })
             .await
             .expect("register")
@@ -190,6 +191,7 @@ impl Worker {
                 checkpoint_hash: String::new(),
                 engine_ms: 0,
                 next_slots: 0,
+                queued_ms: 0,
                 last_report: None,
             })
             .await

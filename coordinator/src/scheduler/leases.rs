@@ -11,6 +11,7 @@ use ridgeline_common::wire;
 use ridgeline_common::{TaskId, WorkerId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
+use super::ahead::LeaseAhead;
 use super::transitions::{clip, finish_job, later_chunks, requeue_or_fail, Setback};
 use super::{job_change, now_ms, task_event, Published, Scheduler, SchedulerConfig};
 use crate::error::{CoordError, Result};
@@ -33,6 +34,12 @@ impl Scheduler {
                 "`slots`: must be between 1 and {MAX_SLOTS}"
             )));
         }
+        if req.lease_ahead > req.slots {
+            return Err(CoordError::InvalidArgument(format!(
+                "`lease_ahead`: {}, more than the worker's {} slot(s)",
+                req.lease_ahead, req.slots
+            )));
+        }
         let cuda = req
             .device
             .strip_prefix("cuda:")
@@ -49,6 +56,7 @@ impl Scheduler {
         let previous = WorkerId::parse("previous_worker_id", &req.previous_worker_id).ok();
         let name = clip(&req.name, 200);
         let (device, slots, memory) = (req.device.clone(), req.slots, req.memory_bytes as i64);
+        let ahead = req.lease_ahead;
         let id = self.write(move |tx, _| {
             let known = match previous {
                 Some(p) => store::one(tx, "SELECT id FROM workers WHERE id = ?1", [p.to_string()], |r| r.get::<_, String>(0))
@@ -57,15 +65,16 @@ impl Scheduler {
             };
             let id = known.unwrap_or_else(|| WorkerId::new().to_string());
             store::exec(tx,
-                "INSERT INTO workers(id, name, device, slots, memory, registered_ms, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT(id) DO UPDATE SET name = ?2, device = ?3, slots = ?4, memory = ?5, last_seen_ms = ?6",
-                params![id, name, device, slots, memory, now],
+                "INSERT INTO workers(id, name, device, slots, memory, registered_ms, last_seen_ms, ahead)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, device = ?3, slots = ?4, memory = ?5, last_seen_ms = ?6,
+                                               ahead = ?7",
+                params![id, name, device, slots, memory, now, ahead],
             )?;
             Ok(id)
         })
         .await?;
-        tracing::info!(worker_id = %id, name = %req.name, device = %req.device, slots = req.slots, "worker registered");
+        tracing::info!(worker_id = %id, name = %req.name, device = %req.device, slots = req.slots, lease_ahead = req.lease_ahead, "worker registered");
         Ok(pb::RegisterResponse {
             worker_id: id,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
@@ -112,15 +121,20 @@ impl Scheduler {
             )));
         }
         let ttl = self.config.lease_ttl.as_millis() as i64;
+        let ahead = self.ahead.clone();
         self.write(move |tx, published| {
             // The time of the change, taken in commit order (a Lease
             // queued behind the Complete that made its task ready is
             // never dated before it).
             let now = now_ms();
-            // Never more than the slots it registered, whatever it asks; and
-            // nothing new while quarantined (its leases are still renewed).
+            // Never more than the slots (and queue) it registered, whatever
+            // it asks; and nothing new while quarantined (its leases are
+            // still renewed).
             let caller = Caller::seen(tx, &worker, now)?;
-            let free = caller.free(req.free_slots, req.running.len() as u32);
+            // What it holds: its list, or what the store says when a
+            // Complete leased it more since the list was sent.
+            let held = (req.running.len() as u32).max(leased_to(tx, &worker)?);
+            let room = caller.room(req.free_slots, held);
             let mut stop = vec![];
             for r in &req.running {
                 let current = store::one(
@@ -149,8 +163,16 @@ impl Scheduler {
                     _ => stop.push(r.task_id.clone()),
                 }
             }
-            let (tasks, waits) =
-                pick_tasks(tx, published, &worker, &caller.device, free, now, ttl)?;
+            let (tasks, waits) = pick_tasks(
+                tx,
+                published,
+                &worker,
+                &caller.device,
+                room,
+                &ahead,
+                now,
+                ttl,
+            )?;
             Ok((pb::LeaseResponse { tasks, stop }, waits))
         })
         .await
@@ -231,6 +253,7 @@ impl Scheduler {
             )));
         }
         let ttl = self.config.lease_ttl.as_millis() as i64;
+        let ahead = self.ahead.clone();
         self.write(move |tx, published| {
             let now = now_ms();
             // A resent completion of an attempt already done is acknowledged.
@@ -276,9 +299,14 @@ impl Scheduler {
                     )));
                 }
             }
+            // Started when the worker took it out of its queue: never before
+            // its lease, never after now.
+            let queued_ms = req.queued_ms.min(i64::MAX as u64) as i64;
+            let started_ms = t.leased_ms.saturating_add(queued_ms).min(now);
             store::exec(tx,
-                "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '', done_ms = ?3, engine_ms = ?4 WHERE id = ?1",
-                params![t.id, req.checkpoint_hash, now, engine_ms],
+                "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '', done_ms = ?3, engine_ms = ?4, started_ms = ?5
+                 WHERE id = ?1",
+                params![t.id, req.checkpoint_hash, now, engine_ms, started_ms],
             )?;
             // The run's next chunk can start now.
             store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])?;
@@ -346,12 +374,12 @@ impl Scheduler {
             if req.next_slots == 0 {
                 return Ok((vec![], vec![], reported));
             }
-            // The next lease. The worker's slots minus what the store says
-            // it holds (not a list from the worker: this call carries none).
+            // The next lease. The worker's slots (and queue) minus what the
+            // store says it holds (not a list from the worker: this call
+            // carries none).
             let caller = Caller::seen(tx, &req.worker_id, now)?;
-            let held: u32 = store::one(tx, "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'", [&req.worker_id], |r| r.get(0))?;
-            let free = caller.free(req.next_slots, held);
-            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &caller.device, free, now, ttl)?;
+            let room = caller.room(req.next_slots, leased_to(tx, &req.worker_id)?);
+            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &caller.device, room, &ahead, now, ttl)?;
             Ok((tasks, waits, reported))
         })
         .await
@@ -598,21 +626,43 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
     }
 }
 
+/// How many tasks the store says `worker` holds (running or queued).
+fn leased_to(tx: &Transaction, worker: &str) -> Result<u32> {
+    Ok(store::one(
+        tx,
+        "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'",
+        [worker],
+        |r| r.get(0),
+    )?)
+}
+
 /// A worker that has just called (Lease, or Complete with a next lease).
 struct Caller {
     device: String,
     slots: u32,
+    /// Tasks it may hold queued beyond its slots.
+    ahead: u32,
     quarantined: bool,
+}
+
+/// Where a worker's next tasks may go: its free slots, and places in its
+/// queue (granted only from a job with tasks to spare, see [`ahead`]).
+///
+/// [`ahead`]: super::ahead
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    slots: usize,
+    queue: usize,
 }
 
 impl Caller {
     /// Looks the worker up and marks it seen at `now`.
     fn seen(tx: &Transaction, worker: &str, now: i64) -> Result<Caller> {
-        let (device, slots, quarantined_until): (String, u32, i64) = store::one(
+        let (device, slots, ahead, quarantined_until): (String, u32, u32, i64) = store::one(
             tx,
-            "SELECT device, slots, quarantined_until FROM workers WHERE id = ?1",
+            "SELECT device, slots, ahead, quarantined_until FROM workers WHERE id = ?1",
             [worker],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
         .ok_or_else(|| {
@@ -629,38 +679,46 @@ impl Caller {
         Ok(Caller {
             device,
             slots,
+            ahead,
             quarantined: quarantined_until > now,
         })
     }
 
     /// How many new tasks it may take: what it `asked` for, never more than
-    /// its registered slots minus the `held` ones, none while quarantined.
-    fn free(&self, asked: u32, held: u32) -> usize {
+    /// its registered slots and queue minus the `held` ones (running or
+    /// queued), the slots first; none while quarantined.
+    fn room(&self, asked: u32, held: u32) -> Room {
         if self.quarantined {
-            0
-        } else {
-            asked.min(self.slots.saturating_sub(held)) as usize
+            return Room { slots: 0, queue: 0 };
+        }
+        let slots = asked.min(self.slots.saturating_sub(held));
+        let queue = (asked - slots).min((self.slots + self.ahead).saturating_sub(held + slots));
+        Room {
+            slots: slots as usize,
+            queue: queue as usize,
         }
     }
 }
 
-/// Leases up to `free` runnable tasks to `worker` (of `device`): the oldest
-/// active job first, each job's tasks in order. Returns the assignments and
-/// how long each waited in the queue (ms). Shared by Lease and by
-/// Complete's next lease.
+/// Leases runnable tasks to `worker` (of `device`): up to `room.slots` for
+/// its free slots, then up to `room.queue` for its queue, these only from
+/// jobs with tasks to spare ([`LeaseAhead`]). The oldest active job first,
+/// each job's tasks in order. Returns the assignments and how long each
+/// waited in the queue (ms). Shared by Lease and by Complete's next lease.
 #[allow(clippy::too_many_arguments)]
 fn pick_tasks(
     tx: &Transaction,
     published: &mut Vec<Published>,
     worker: &str,
     device: &str,
-    free: usize,
+    room: Room,
+    ahead: &LeaseAhead,
     now: i64,
     ttl: i64,
 ) -> Result<(Vec<pb::TaskAssignment>, Vec<i64>)> {
     let mut tasks = vec![];
     let mut waits = vec![];
-    if free == 0 {
+    if room.slots + room.queue == 0 {
         return Ok((tasks, waits));
     }
     // Oldest job first, each job's tasks in order: the (few)
@@ -682,85 +740,120 @@ fn pick_tasks(
     let active = jobs_st
         .query_map([kind], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut st = tx.prepare_cached(&format!(
-        "SELECT {TASK_COLS} FROM tasks t
-         WHERE t.job_id = ?1 AND t.state = 'pending'
-           AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
-         ORDER BY t.ordinal LIMIT ?2"
-    ))?;
-    let mut picked = vec![];
-    for job in &active {
-        let left = free - picked.len();
-        if left == 0 {
-            break;
-        }
-        picked.extend(
-            st.query_map(params![job, left as i64], store::task_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?,
-        );
-    }
-    for mut t in picked {
-        // The stored spec goes out as it is, unless it is a
-        // chunk that continues from its predecessor's checkpoint.
-        let mut spec_json = std::mem::take(&mut t.spec);
-        if let Some(after) = &t.after {
-            match continued(tx, &t.id, &spec_json, after)? {
-                Ok(json) => spec_json = json,
-                Err(msg) => {
-                    // Cannot happen through Complete's checks; if
-                    // the store says so anyway, fail this job
-                    // rather than every Lease call.
-                    requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+    // The slots first; then the queue, whose picks must see the first
+    // ones leased.
+    for (want, queued) in [(room.slots, false), (room.queue, true)] {
+        let mut picked = vec![];
+        for job in &active {
+            let mut left = want - picked.len();
+            if left == 0 {
+                break;
+            }
+            if queued {
+                left = ahead.queue_room(tx, job, left, now, ttl)?;
+                if left == 0 {
                     continue;
                 }
             }
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {TASK_COLS} FROM tasks t
+                 WHERE t.job_id = ?1 AND t.state = 'pending'
+                   AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
+                 ORDER BY t.ordinal LIMIT ?2"
+            ))?;
+            let found = st
+                .query_map(params![job, left as i64], store::task_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            if !queued {
+                ahead.taken(job, found.len());
+            }
+            picked.extend(found);
         }
-        store::exec(tx,
-            "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
-            params![t.id, worker, now + ttl, now],
-        )?;
-        // How long it waited in the queue (ready → leased).
-        if t.ready_ms > 0 {
-            waits.push((now - t.ready_ms).max(0));
+        for t in picked {
+            if let Some((assignment, waited)) =
+                lease_one(tx, published, t, worker, queued, now, ttl)?
+            {
+                tasks.push(assignment);
+                waits.extend(waited);
+            }
         }
-        t.worker_id = worker.to_string();
-        let job_state: String = store::one(
+    }
+    Ok((tasks, waits))
+}
+
+/// Leases one picked task to `worker`; `None` when its job failed instead
+/// (a chunk with nothing to continue from). Also returns how long it
+/// waited in the queue, when known.
+#[allow(clippy::too_many_arguments)]
+fn lease_one(
+    tx: &Transaction,
+    published: &mut Vec<Published>,
+    mut t: TaskRow,
+    worker: &str,
+    queued: bool,
+    now: i64,
+    ttl: i64,
+) -> Result<Option<(pb::TaskAssignment, Option<i64>)>> {
+    // The stored spec goes out as it is, unless it is a
+    // chunk that continues from its predecessor's checkpoint.
+    let mut spec_json = std::mem::take(&mut t.spec);
+    if let Some(after) = &t.after {
+        match continued(tx, &t.id, &spec_json, after)? {
+            Ok(json) => spec_json = json,
+            Err(msg) => {
+                // Cannot happen through Complete's checks; if
+                // the store says so anyway, fail this job
+                // rather than every Lease call.
+                requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+                return Ok(None);
+            }
+        }
+    }
+    store::exec(tx,
+        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
+        params![t.id, worker, now + ttl, now],
+    )?;
+    // How long it waited in the queue (ready → leased).
+    let waited = (t.ready_ms > 0).then(|| (now - t.ready_ms).max(0));
+    t.worker_id = worker.to_string();
+    let job_state: String = store::one(
+        tx,
+        "SELECT state FROM jobs WHERE id = ?1",
+        [&t.job_id],
+        |r| r.get(0),
+    )?;
+    if job_state == "queued" {
+        store::exec(
             tx,
-            "SELECT state FROM jobs WHERE id = ?1",
+            "UPDATE jobs SET state = 'running' WHERE id = ?1",
             [&t.job_id],
-            |r| r.get(0),
         )?;
-        if job_state == "queued" {
-            store::exec(
-                tx,
-                "UPDATE jobs SET state = 'running' WHERE id = ?1",
-                [&t.job_id],
-            )?;
-            let ev = store::append_event(
-                tx,
-                &t.job_id,
-                now,
-                job_change("running", "first task leased"),
-            )?;
-            published.push(Published {
-                job_id: t.job_id.clone(),
-                event: ev,
-            });
-        }
-        let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "leased", ""))?;
+        let ev = store::append_event(
+            tx,
+            &t.job_id,
+            now,
+            job_change("running", "first task leased"),
+        )?;
         published.push(Published {
             job_id: t.job_id.clone(),
             event: ev,
         });
-        tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, "task leased");
-        tasks.push(pb::TaskAssignment {
+    }
+    let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "leased", ""))?;
+    published.push(Published {
+        job_id: t.job_id.clone(),
+        event: ev,
+    });
+    tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, queued, "task leased");
+    Ok(Some((
+        pb::TaskAssignment {
             task_id: t.id.clone(),
             attempt: t.attempt,
             job_id: t.job_id.clone(),
             spec_json,
-        });
-    }
-    Ok((tasks, waits))
+        },
+        waited,
+    )))
 }
 
 /// The checks a report passes before it is queued for the writer (`field`:
@@ -845,4 +938,39 @@ fn store_report(
         stored: fresh,
         stop: job_state == "cancelled",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(slots: u32, ahead: u32, quarantined: bool) -> Caller {
+        Caller {
+            device: "cpu".into(),
+            slots,
+            ahead,
+            quarantined,
+        }
+    }
+
+    fn room(slots: usize, queue: usize) -> Room {
+        Room { slots, queue }
+    }
+
+    #[test]
+    fn a_worker_s_room_is_its_free_slots_then_its_free_queue_places() {
+        // No queue: free slots only, whatever it asks.
+        assert_eq!(caller(2, 0, false).room(5, 0), room(2, 0));
+        assert_eq!(caller(2, 0, false).room(5, 1), room(1, 0));
+        assert_eq!(caller(2, 0, false).room(5, 3), room(0, 0));
+        // A queue of 1 behind 2 slots: slots first, then the queue.
+        assert_eq!(caller(2, 1, false).room(5, 0), room(2, 1));
+        assert_eq!(caller(2, 1, false).room(1, 0), room(1, 0));
+        assert_eq!(caller(2, 1, false).room(5, 2), room(0, 1));
+        assert_eq!(caller(2, 1, false).room(5, 3), room(0, 0));
+        // Holding more than it may (a stale list): nothing, no underflow.
+        assert_eq!(caller(1, 1, false).room(5, 7), room(0, 0));
+        // Quarantined: nothing at all.
+        assert_eq!(caller(2, 1, true).room(5, 0), room(0, 0));
+    }
 }

@@ -26,6 +26,7 @@
 //!   status, cancel, results);
 //! * [`leases`]: the worker-facing operations (register, lease/heartbeat,
 //!   report, complete, fail, expiry);
+//! * [`ahead`]: when a worker may hold tasks queued beyond its slots;
 //! * [`transitions`]: the state changes both share (re-queue or fail,
 //!   cancel the rest, finish a job) and the status summary.
 
@@ -45,6 +46,7 @@ use crate::planner;
 use crate::store::commit::GroupCommit;
 use crate::store::{self, JobRow, Store, TaskRow};
 
+mod ahead;
 mod leases;
 mod procedure;
 mod transitions;
@@ -104,6 +106,8 @@ pub struct Scheduler {
     /// Woken after every committed batch of changes: Leases waiting for
     /// work look again (see `lease`).
     work_ready: Arc<tokio::sync::Notify>,
+    /// When a worker may hold tasks beyond its slots (used by the writer).
+    ahead: Arc<ahead::LeaseAhead>,
 }
 
 /// A job file parsed, checked and planned: what [`Scheduler::submit`]
@@ -196,6 +200,7 @@ impl Scheduler {
             data_roots: DataRoots::any(),
             metrics,
             work_ready,
+            ahead: Arc::default(),
         })
     }
 

@@ -220,6 +220,7 @@ pub fn status_of(job: &JobRow, tasks: &[TaskRow], with_tasks: bool) -> pb::JobSt
                     leased_unix_ms: t.leased_ms,
                     done_unix_ms: t.done_ms,
                     engine_ms: t.engine_ms,
+                    started_unix_ms: t.started_ms,
                 })
                 .collect()
         } else {

@@ -96,6 +96,8 @@ pub struct TaskRow {
     pub leased_ms: i64,
     pub done_ms: i64,
     pub engine_ms: u64,
+    /// When the completing attempt started on its worker (0 until done).
+    pub started_ms: i64,
 }
 
 /// A worker row.
@@ -116,7 +118,7 @@ pub const JOB_COLS: &str =
     "id, name, kind, spec, state, error, device, max_attempts, created_ms, finished_ms, epochs_trained, engine_ms";
 pub const TASK_COLS: &str =
     "id, job_id, ordinal, stage, label, curve, after, last_chunk, spec, state, attempt, \
-                             worker_id, lease_until, checkpoint, error, ready_ms, leased_ms, done_ms, engine_ms";
+                             worker_id, lease_until, checkpoint, error, ready_ms, leased_ms, done_ms, engine_ms, started_ms";
 
 pub fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -156,6 +158,7 @@ pub fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
         leased_ms: r.get(16)?,
         done_ms: r.get(17)?,
         engine_ms: r.get::<_, i64>(18)? as u64,
+        started_ms: r.get(19)?,
     })
 }
 
@@ -242,6 +245,8 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("tasks", "leased_ms", "INTEGER NOT NULL DEFAULT 0"),
         ("tasks", "done_ms", "INTEGER NOT NULL DEFAULT 0"),
         ("tasks", "engine_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("tasks", "started_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("workers", "ahead", "INTEGER NOT NULL DEFAULT 0"),
     ];
     for (table, column, decl) in added {
         let mut st = conn.prepare(&format!(

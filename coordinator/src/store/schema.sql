@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     ready_ms    INTEGER NOT NULL DEFAULT 0, -- could first run (stored, previous chunk done, re-queued)
     leased_ms   INTEGER NOT NULL DEFAULT 0, -- current attempt leased
     done_ms     INTEGER NOT NULL DEFAULT 0,
-    engine_ms   INTEGER NOT NULL DEFAULT 0  -- the completing attempt's engine time (worker-measured)
+    engine_ms   INTEGER NOT NULL DEFAULT 0, -- the completing attempt's engine time (worker-measured)
+    started_ms  INTEGER NOT NULL DEFAULT 0  -- when the completing attempt started on its worker
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, ordinal);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
@@ -99,7 +100,9 @@ CREATE TABLE IF NOT EXISTS workers (
     -- SchedulerConfig::quarantine_after the worker is quarantined.
     failures_in_row   INTEGER NOT NULL DEFAULT 0,
     quarantined_until INTEGER NOT NULL DEFAULT 0,
-    quarantine_reason TEXT NOT NULL DEFAULT ''
+    quarantine_reason TEXT NOT NULL DEFAULT '',
+    -- Tasks it may hold queued beyond its slots (RegisterRequest.lease_ahead).
+    ahead             INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS artifacts (

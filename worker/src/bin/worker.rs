@@ -57,6 +57,11 @@ struct Args {
     /// Tasks run at once (the CPU's cores are shared between them).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     slots: u32,
+    /// Tasks held queued beyond --slots, each started the moment a slot
+    /// frees (no round trip to the coordinator between tasks). Granted only
+    /// from a job with ready tasks to spare; 0 turns it off; at most --slots.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    lease_ahead: u32,
     /// Where downloaded and produced artifacts are kept
     /// [default: $XDG_CACHE_HOME/ridgeline, else <temp dir>/ridgeline-cache].
     #[arg(long)]
@@ -132,6 +137,7 @@ impl Args {
             name: self.name.clone().unwrap_or_else(hostname),
             device: self.device,
             slots: self.slots as usize,
+            lease_ahead: self.lease_ahead as usize,
             cache_dir: self
                 .cache_dir
                 .clone()

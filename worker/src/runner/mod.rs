@@ -30,7 +30,7 @@ mod rpc;
 mod task;
 mod work;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
 use ridgeline_common::spec::DataRoots;
 use ridgeline_common::tls::ClientTls;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,10 @@ pub struct WorkerConfig {
     pub device: DeviceChoice,
     /// Tasks run at once.
     pub slots: usize,
+    /// Tasks held queued beyond `slots`, each started the moment a slot
+    /// frees (a lease ahead; at most `slots`). The coordinator grants them
+    /// only from a job with tasks to spare.
+    pub lease_ahead: usize,
     /// Where artifacts (checkpoints, weights) are kept by hash.
     pub cache_dir: PathBuf,
     /// Return after this long with no task running or leased (`None`: run
@@ -111,6 +115,7 @@ impl WorkerConfig {
             name: name.into(),
             device: DeviceChoice::Cpu,
             slots: 1,
+            lease_ahead: 0,
             cache_dir: default_cache_dir(),
             exit_when_idle: None,
             registry: ModelRegistry::default(),
@@ -173,6 +178,12 @@ pub(crate) struct Shared {
     /// False once the worker is shutting down: a finishing task then asks
     /// `Complete` for no next task.
     pub(crate) accepting: AtomicBool,
+    /// What a finishing task's `Complete` asks for: every slot and queue
+    /// place (the coordinator subtracts what the worker holds).
+    pub(crate) capacity: u32,
+    /// A task whose engine work is over sends its id here: its slot is
+    /// free for a queued task while it uploads and completes.
+    pub(crate) freed: mpsc::UnboundedSender<tokio::task::Id>,
 }
 
 /// Runs a worker until `shutdown` is cancelled (then lets running tasks
@@ -183,6 +194,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         return Err(RunnerError::Config(format!(
             "slots must be between 1 and 1024, not {}",
             config.slots
+        )));
+    }
+    if config.lease_ahead > config.slots {
+        return Err(RunnerError::Config(format!(
+            "lease-ahead must be at most the slots ({}), not {}",
+            config.slots, config.lease_ahead
         )));
     }
     tokio::fs::create_dir_all(&config.cache_dir)
@@ -215,12 +232,14 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         slots: u32::try_from(config.slots).unwrap_or(u32::MAX),
         memory_bytes: memory_bytes(),
         previous_worker_id: String::new(),
+        lease_ahead: u32::try_from(config.lease_ahead).unwrap_or(u32::MAX),
     };
     tracing::info!(
         coordinator = %config.coordinator,
         name = %config.name,
         device = %registration.device,
         slots = config.slots,
+        lease_ahead = config.lease_ahead,
         "worker starting"
     );
     let Some(answer) = register_first(&client, &registration, &shutdown).await? else {
@@ -230,6 +249,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let (id_tx, id_rx) = watch::channel(answer.worker_id.clone());
     let heartbeat = heartbeat_of(&answer);
     tracing::info!(worker_id = %answer.worker_id, ?heartbeat, "registered");
+    let (freed, freed_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         client,
         worker_id: id_rx,
@@ -239,6 +259,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         data_roots: config.data_roots.clone(),
         metrics: metrics.clone(),
         accepting: AtomicBool::new(true),
+        capacity: u32::try_from(config.slots + config.lease_ahead).unwrap_or(u32::MAX),
+        freed,
     });
     // `worker_name`, not `name`: JSON logs give each span a `name` (its own).
     let span =
@@ -249,10 +271,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         registration,
         heartbeat,
         slots: config.slots,
+        lease_ahead: config.lease_ahead,
         grace: config.shutdown_grace,
         exit_when_idle: config.exit_when_idle,
         tasks: JoinSet::new(),
         running: HashMap::new(),
+        queue: VecDeque::new(),
+        freed: freed_rx,
         draining: false,
         span: span.clone(),
     };
@@ -290,11 +315,20 @@ fn heartbeat_of(answer: &pb::RegisterResponse) -> Duration {
     }
 }
 
-/// A task attempt this worker holds.
+/// A task attempt this worker runs.
 struct Running {
     task_id: String,
     attempt: u32,
     control: Arc<TaskControl>,
+    /// Until its engine work is over (then it only uploads and completes,
+    /// and a queued task may have its slot).
+    in_slot: bool,
+}
+
+/// A task leased ahead, waiting for a slot.
+struct Queued {
+    assignment: pb::TaskAssignment,
+    since: Instant,
 }
 
 /// The lease loop's state.
@@ -304,12 +338,17 @@ struct Leaser {
     registration: pb::RegisterRequest,
     heartbeat: Duration,
     slots: usize,
+    lease_ahead: usize,
     grace: Duration,
     exit_when_idle: Option<Duration>,
     /// One future per task attempt (see [`task::run`]); each ends with the
     /// tasks its `Complete` leased for the slot it freed.
     tasks: JoinSet<Vec<pb::TaskAssignment>>,
     running: HashMap<tokio::task::Id, Running>,
+    /// Tasks leased ahead, started in order as slots free.
+    queue: VecDeque<Queued>,
+    /// Ids of running tasks whose engine work is over.
+    freed: mpsc::UnboundedReceiver<tokio::task::Id>,
     /// Shutting down: tasks leased now are handed straight back.
     draining: bool,
     span: tracing::Span,
@@ -334,6 +373,9 @@ impl Leaser {
         // Complete already brought the next task needs no Lease before it.
         let mut next_beat = Instant::now();
         loop {
+            while let Ok(id) = self.freed.try_recv() {
+                self.free_slot(id);
+            }
             while let Some(joined) = self.tasks.try_join_next_with_id() {
                 self.reap(joined);
             }
@@ -344,9 +386,14 @@ impl Leaser {
                 self.shared.accepting.store(false, Ordering::Relaxed);
                 tracing::info!(
                     running = self.running.len(),
+                    queued = self.queue.len(),
                     grace = ?self.grace,
                     "shutting down: taking no new tasks"
                 );
+                // Tasks not started yet go straight back.
+                for q in std::mem::take(&mut self.queue) {
+                    self.start(q.assignment, true);
+                }
             }
             if let Some(until) = drain_until {
                 if self.running.is_empty() {
@@ -373,14 +420,22 @@ impl Leaser {
             // asked for (a second, so that an answer on its way is read and
             // the tasks it may assign are handed straight back rather than
             // left to expire).
+            // A slot with nothing to run (a task still completing holds its
+            // slot: its Complete brings the next task) leases at once, and
+            // may wait for work; a free place in the queue only asks with
+            // the heartbeat.
             let draining = drain_until.is_some();
-            let free = if draining {
-                0
+            let held = self.running.len() + self.queue.len();
+            let (ask, idle_slot) = if draining {
+                (0, false)
             } else {
-                self.slots.saturating_sub(self.running.len())
+                (
+                    (self.slots + self.lease_ahead).saturating_sub(held),
+                    held < self.slots,
+                )
             };
             let grace_end = drain_until.unwrap_or(now);
-            let due = need_register || free > 0 || now >= next_beat;
+            let due = need_register || idle_slot || now >= next_beat;
             let called = Instant::now();
             let outcome = if due {
                 Some(tokio::select! {
@@ -388,7 +443,7 @@ impl Leaser {
                         if need_register {
                             self.register_again().await
                         } else {
-                            self.lease(free, draining).await
+                            self.lease(ask, idle_slot, draining).await
                         }
                     } => outcome,
                     () = async {
@@ -454,6 +509,8 @@ impl Leaser {
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.reap(joined);
                 }
+                // A task's engine work is over: a queued task takes its slot.
+                Some(id) = self.freed.recv() => self.free_slot(id),
             }
         }
     }
@@ -462,11 +519,16 @@ impl Leaser {
         self.id_tx.borrow().clone()
     }
 
-    async fn lease(&mut self, free: usize, draining: bool) -> Result<Step, LeaseFailure> {
-        // With a free slot, the coordinator may hold the answer until a
+    async fn lease(
+        &mut self,
+        ask: usize,
+        idle_slot: bool,
+        draining: bool,
+    ) -> Result<Step, LeaseFailure> {
+        // With an idle slot, the coordinator may hold the answer until a
         // task is ready (a long poll), so a newly released stage starts at
         // once rather than at the next heartbeat.
-        let wait = if free > 0 && !draining {
+        let wait = if idle_slot && !draining {
             self.heartbeat.min(LONG_POLL_MAX)
         } else {
             Duration::ZERO
@@ -474,7 +536,8 @@ impl Leaser {
         let request = pb::LeaseRequest {
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
             worker_id: self.worker_id(),
-            free_slots: u32::try_from(free).unwrap_or(u32::MAX),
+            free_slots: u32::try_from(ask).unwrap_or(u32::MAX),
+            // Queued tasks too: their leases are renewed alike.
             running: self
                 .running
                 .values()
@@ -482,6 +545,10 @@ impl Leaser {
                     task_id: r.task_id.clone(),
                     attempt: r.attempt,
                 })
+                .chain(self.queue.iter().map(|q| pb::RunningTask {
+                    task_id: q.assignment.task_id.clone(),
+                    attempt: q.assignment.attempt,
+                }))
                 .collect(),
         };
         let answer = match rpc::call(
@@ -517,6 +584,15 @@ impl Leaser {
                 }
                 r.control.stop(StopReason::Coordinator);
             }
+            // A queued task is not ours any more: it is dropped unstarted
+            // (nothing is owed for it).
+            self.queue.retain(|q| {
+                let keep = &q.assignment.task_id != id;
+                if !keep {
+                    tracing::info!(task_id = %id, attempt = q.assignment.attempt, "the coordinator took back a queued task");
+                }
+                keep
+            });
         }
         for assignment in answer.tasks {
             self.start(assignment, draining);
@@ -524,28 +600,65 @@ impl Leaser {
         Ok(Step::Leased)
     }
 
+    /// A task assigned to this worker: started if a slot is free (or handed
+    /// straight back while draining), else queued behind the others.
     fn start(&mut self, assignment: pb::TaskAssignment, draining: bool) {
-        if self
-            .running
-            .values()
-            .any(|r| r.task_id == assignment.task_id && r.attempt == assignment.attempt)
+        let same =
+            |id: &str, attempt: u32| id == assignment.task_id && attempt == assignment.attempt;
+        if self.running.values().any(|r| same(&r.task_id, r.attempt))
+            || self
+                .queue
+                .iter()
+                .any(|q| same(&q.assignment.task_id, q.assignment.attempt))
         {
-            tracing::warn!(task_id = %assignment.task_id, attempt = assignment.attempt, "assigned a task attempt already running here; ignored");
+            tracing::warn!(task_id = %assignment.task_id, attempt = assignment.attempt, "assigned a task attempt already held here; ignored");
             return;
         }
+        if draining {
+            self.spawn(assignment, Duration::ZERO, true);
+            return;
+        }
+        self.queue.push_back(Queued {
+            assignment,
+            since: Instant::now(),
+        });
+        self.start_queued();
+    }
+
+    /// Starts queued tasks while a slot is free.
+    fn start_queued(&mut self) {
+        while self.running.values().filter(|r| r.in_slot).count() < self.slots {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            self.spawn(q.assignment, q.since.elapsed(), false);
+        }
+    }
+
+    /// The engine work of the task `id` is over: its slot goes to the next
+    /// queued task.
+    fn free_slot(&mut self, id: tokio::task::Id) {
+        if let Some(r) = self.running.get_mut(&id) {
+            r.in_slot = false;
+        }
+        self.start_queued();
+    }
+
+    fn spawn(&mut self, assignment: pb::TaskAssignment, queued: Duration, refuse: bool) {
         let control = Arc::new(TaskControl::new());
         let running = Running {
             task_id: assignment.task_id.clone(),
             attempt: assignment.attempt,
             control: control.clone(),
+            in_slot: !refuse,
         };
         let shared = self.shared.clone();
         // Tasks log under the worker's span, with their own fields.
-        let future = if draining {
+        let future = if refuse {
             control.stop(StopReason::Shutdown);
             futures::future::Either::Left(task::refuse(shared, assignment, control))
         } else {
-            futures::future::Either::Right(task::run(shared, assignment, control))
+            futures::future::Either::Right(task::run(shared, assignment, control, queued))
         };
         let handle = self.tasks.spawn(future.instrument(self.span.clone()));
         self.running.insert(handle.id(), running);
@@ -562,6 +675,7 @@ impl Leaser {
             }
         };
         self.running.remove(&id);
+        self.start_queued();
         for assignment in next {
             self.start(assignment, self.draining);
         }
@@ -709,7 +823,15 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("slots"), "{err}");
 
+        config.slots = 2;
+        config.lease_ahead = 3;
+        let err = rt()
+            .block_on(run(config.clone(), CancellationToken::new()))
+            .unwrap_err();
+        assert!(err.to_string().contains("lease-ahead"), "{err}");
+
         config.slots = 1;
+        config.lease_ahead = 1;
         config.coordinator = "ftp://coordinator".into();
         let err = rt()
             .block_on(run(config.clone(), CancellationToken::new()))

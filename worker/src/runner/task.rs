@@ -126,15 +126,19 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
+    queued: Duration,
 ) -> Vec<pb::TaskAssignment> {
     let span = task_span(&shared, &assignment);
     async move {
         let started = Instant::now();
         shared.metrics.task_started();
+        if !queued.is_zero() {
+            tracing::info!(?queued, "started a task leased ahead");
+        }
         let ending = tokio::select! {
             biased;
             () = shared.hard_stop.cancelled() => Ending::Shutdown,
-            ending = execute(&shared, &assignment, &control) => ending,
+            ending = execute(&shared, &assignment, &control, queued) => ending,
         };
         let ending = match ending {
             Ending::Stopped if control.reason() == Some(StopReason::Shutdown) => Ending::Shutdown,
@@ -217,6 +221,7 @@ async fn execute(
     shared: &Arc<Shared>,
     assignment: &pb::TaskAssignment,
     control: &Arc<TaskControl>,
+    queued: Duration,
 ) -> Ending {
     let mut spec = match TaskSpec::from_json(&assignment.spec_json) {
         Ok(s) => s,
@@ -341,6 +346,11 @@ async fn execute(
         .await
     };
     let engine_ms = engine_started.elapsed().as_millis() as u64;
+    // What is left (the upload, the last reports, Complete) needs no slot:
+    // a queued task may start now.
+    if let Some(id) = tokio::task::try_id() {
+        let _ = shared.freed.send(id);
+    }
     // Whatever the engine says, an attempt that was stopped is owed nothing
     // more (or, at shutdown, the hand-back `run` sends).
     if control.is_stopped() {
@@ -426,9 +436,15 @@ async fn execute(
         checkpoint_hash,
         epochs_trained,
         engine_ms,
-        // The slot this task frees takes its next task in the same call,
-        // unless the worker is shutting down.
-        next_slots: u32::from(shared.accepting.load(Ordering::Relaxed)),
+        // The slot this task frees (and any free place in the queue) takes
+        // its next task in the same call, unless the worker is shutting
+        // down. The coordinator subtracts what the worker holds.
+        next_slots: if shared.accepting.load(Ordering::Relaxed) {
+            shared.capacity
+        } else {
+            0
+        },
+        queued_ms: queued.as_millis().min(u128::from(u64::MAX)) as u64,
         // The batch of measurements still waiting goes in the same call.
         last_report: held.map(|Held { seq, items }| pb::ReportRequest {
             worker_id: String::new(),
