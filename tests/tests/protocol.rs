@@ -1151,6 +1151,127 @@ async fn a_worker_holds_tasks_ahead_only_from_a_job_with_tasks_to_spare() {
     c.stop().await;
 }
 
+/// A task held queued by one worker and not started is taken back for a
+/// worker that falls idle with nothing ready (attempt + 1, not a failure);
+/// the first worker is told to drop it at its next heartbeat. A queued task
+/// its worker has started (a task of that worker ended since) stays put.
+#[tokio::test]
+async fn an_idle_worker_takes_back_a_task_queued_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    let job = submit(&mut client, &jobs::line_search(4, 1)).await.unwrap();
+    let a = w
+        .register(pb::RegisterRequest {
+            protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
+            name: "a".into(),
+            device: "cpu".into(),
+            slots: 1,
+            lease_ahead: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let lease = |worker: &str, free: u32, running: Vec<pb::RunningTask>| pb::LeaseRequest {
+        worker_id: worker.to_string(),
+        free_slots: free,
+        running,
+        wait_ms: 0,
+    };
+    let held = w
+        .lease(lease(&a, 2, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(held.len(), 2, "a slot and a queue place: {held:?}");
+    let (t1, t2) = (&held[0], &held[1]);
+    let done = |worker: &str, t: &pb::TaskAssignment, next_slots: u32| pb::CompleteRequest {
+        worker_id: worker.to_string(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            ..Default::default()
+        }),
+        next_slots,
+        ..Default::default()
+    };
+
+    // b takes the two tasks still ready, then falls idle: it gets t2, which
+    // a holds queued, at attempt 2.
+    let b = register(&mut w, "b").await;
+    let t3 = lease_one(&mut w, &b).await;
+    let t4 = w
+        .complete(done(&b, &t3, 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(t4.len(), 1, "{t4:?}");
+    assert_ne!(t4[0].task_id, t2.task_id, "a ready task first: {t4:?}");
+    let stolen = w
+        .complete(done(&b, &t4[0], 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(stolen.len(), 1, "{stolen:?}");
+    assert_eq!(
+        (stolen[0].task_id.as_str(), stolen[0].attempt),
+        (t2.task_id.as_str(), 2)
+    );
+
+    // a's heartbeat still lists t2's first attempt: it is told to drop it.
+    let running = |t: &pb::TaskAssignment| pb::RunningTask {
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+    };
+    let beat = w
+        .lease(lease(&a, 0, vec![running(t1), running(t2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(beat.stop, vec![t2.task_id.clone()], "{beat:?}");
+    // Its completion of the old attempt is refused; b's counts.
+    let err = w.complete(done(&a, t2, 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    w.complete(done(&b, &stolen[0], 0)).await.unwrap();
+    w.complete(done(&a, t1, 0)).await.unwrap();
+    let end = ridgeline_tests::wait_for_end(&mut client, &job, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+    let t2_end = end.tasks.iter().find(|t| t.task_id == t2.task_id).unwrap();
+    assert_eq!((t2_end.attempt, t2_end.worker_id.as_str()), (2, b.as_str()));
+
+    // A started queued task stays: a queues one, b takes the last ready
+    // one, a completes its running one (so the queued one started), and b,
+    // idle again, gets nothing.
+    let job2 = submit(&mut client, &jobs::line_search(3, 1)).await.unwrap();
+    // Past the coordinator's reuse of its idle-slot count.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let held = w
+        .lease(lease(&a, 2, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(held.len(), 2, "a slot and a queue place: {held:?}");
+    let last = lease_one(&mut w, &b).await;
+    w.complete(done(&a, &held[0], 0)).await.unwrap();
+    let none = w.complete(done(&b, &last, 1)).await.unwrap().into_inner();
+    assert!(
+        none.tasks.is_empty(),
+        "a started task is not taken: {none:?}"
+    );
+    w.complete(done(&a, &held[1], 0)).await.unwrap();
+    let end = ridgeline_tests::wait_for_end(&mut client, &job2, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+    c.stop().await;
+}
+
 /// A Complete may carry the attempt's last report: stored in the same
 /// transaction just before the completion, once even when the Complete is
 /// resent, and refused as a whole (nothing stored, the task still leased)
