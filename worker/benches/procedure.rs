@@ -43,7 +43,7 @@ const WORKERS: usize = 2;
 struct Args {
     heartbeat: Duration,
     smoke: bool,
-    /// The workers' `--lease-ahead` (1, their default).
+    /// The workers' `--lease-ahead` (0, their default).
     lease_ahead: usize,
 }
 
@@ -53,7 +53,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         heartbeat: Duration::from_millis(200),
         smoke: false,
-        lease_ahead: 1,
+        lease_ahead: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -6,9 +6,9 @@
 //! out only from a job with ready tasks to spare: more than the idle slots
 //! of all live workers (slots with no task leased for them), so that every
 //! idle slot can still get one. Below that, workers get tasks for their
-//! free slots only, and their queues drain. A worker that falls idle
-//! *later*, while another's queued task waits behind a long one, takes that
-//! task back (`leases::take_back_queued`).
+//! free slots only, and their queues drain. (A worker that falls idle
+//! *later*, while another's queued task waits behind a long one, is not
+//! helped: queued tasks are not taken back. Hence off by default.)
 //!
 //! Both figures behind that rule (the idle slots, and a job's ready tasks)
 //! cost a scan, so each is measured at most every [`REFRESH_MS`] and kept

@@ -310,7 +310,6 @@ impl Scheduler {
             )?;
             // The run's next chunk can start now.
             store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])?;
-            queued_task_started(tx, &req.worker_id)?;
             store::exec(tx,
                 "UPDATE jobs SET epochs_trained = epochs_trained + ?2, engine_ms = engine_ms + ?3 WHERE id = ?1",
                 params![t.job_id, req.epochs_trained as i64, engine_ms],
@@ -409,7 +408,6 @@ impl Scheduler {
                 Setback::Fatal
             };
             requeue_or_fail(tx, &t, &message, kind, now, published)?;
-            queued_task_started(tx, &req.worker_id)?;
             if kind != Setback::HandedBack {
                 count_failure(&config, tx, &req.worker_id, &message, now)?;
             }
@@ -628,65 +626,6 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
     }
 }
 
-/// A task of `worker` ended: the slot it freed has started the oldest task
-/// the worker holds queued (the worker starts it when the engine work ends,
-/// before it says so), which can then no longer be taken back.
-fn queued_task_started(tx: &Transaction, worker: &str) -> Result<()> {
-    store::exec(
-        tx,
-        "UPDATE tasks SET queued = 0 WHERE id = (
-             SELECT id FROM tasks WHERE state = 'leased' AND queued = 1 AND worker_id = ?1
-             ORDER BY leased_ms, rowid LIMIT 1)",
-        [worker],
-    )?;
-    Ok(())
-}
-
-/// Takes back up to `n` tasks that other workers hold queued and have not
-/// started (the oldest first; of the `active` jobs, which `worker`'s device
-/// can run), for `worker`, which has idle slots and nothing ready: each is
-/// handed back (attempt + 1, not a failure; the worker that queued it is
-/// told to drop it at its next heartbeat) and returned, to lease at once.
-fn take_back_queued(
-    tx: &Transaction,
-    published: &mut Vec<Published>,
-    worker: &str,
-    active: &[String],
-    n: usize,
-    now: i64,
-) -> Result<Vec<TaskRow>> {
-    let mut st = tx.prepare_cached(&format!(
-        "SELECT {TASK_COLS} FROM tasks
-         WHERE state = 'leased' AND queued = 1 AND worker_id != ?1
-         ORDER BY leased_ms, rowid LIMIT ?2"
-    ))?;
-    // A few more than needed: some may be of jobs this device cannot run.
-    let candidates = st
-        .query_map(params![worker, (n * 4) as i64], store::task_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out = vec![];
-    for t in candidates {
-        if out.len() == n {
-            break;
-        }
-        if !active.contains(&t.job_id) {
-            continue;
-        }
-        let message = format!(
-            "taken back, not started, from the queue of worker {} for idle worker {}",
-            t.worker_id,
-            clip(worker, 80)
-        );
-        requeue_or_fail(tx, &t, &message, Setback::HandedBack, now, published)?;
-        if let Some(fresh) = store::get_task(tx, &t.id)? {
-            if fresh.state == "pending" {
-                out.push(fresh);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// How many tasks the store says `worker` holds (running or queued).
 fn leased_to(tx: &Transaction, worker: &str) -> Result<u32> {
     Ok(store::one(
@@ -830,13 +769,6 @@ fn pick_tasks(
             }
             picked.extend(found);
         }
-        // Idle slots and nothing ready: a task another worker holds queued
-        // must not wait behind its running one.
-        if !queued && picked.len() < want {
-            let stolen =
-                take_back_queued(tx, published, worker, &active, want - picked.len(), now)?;
-            picked.extend(stolen);
-        }
         for t in picked {
             if let Some((assignment, waited)) =
                 lease_one(tx, published, t, worker, queued, now, ttl)?
@@ -878,8 +810,8 @@ fn lease_one(
         }
     }
     store::exec(tx,
-        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4, queued = ?5 WHERE id = ?1",
-        params![t.id, worker, now + ttl, now, queued],
+        "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
+        params![t.id, worker, now + ttl, now],
     )?;
     // How long it waited in the queue (ready → leased).
     let waited = (t.ready_ms > 0).then(|| (now - t.ready_ms).max(0));

@@ -247,7 +247,6 @@ fn migrate(conn: &Connection) -> Result<()> {
         ("tasks", "engine_ms", "INTEGER NOT NULL DEFAULT 0"),
         ("tasks", "started_ms", "INTEGER NOT NULL DEFAULT 0"),
         ("workers", "ahead", "INTEGER NOT NULL DEFAULT 0"),
-        ("tasks", "queued", "INTEGER NOT NULL DEFAULT 0"),
     ];
     for (table, column, decl) in added {
         let mut st = conn.prepare(&format!(
@@ -257,10 +256,6 @@ fn migrate(conn: &Connection) -> Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    // Indexes on added columns (after them, for databases that lacked them).
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS tasks_queued_ahead ON tasks(leased_ms) WHERE state = 'leased' AND queued = 1",
-    )?;
     Ok(())
 }
 

@@ -46,8 +46,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     leased_ms   INTEGER NOT NULL DEFAULT 0, -- current attempt leased
     done_ms     INTEGER NOT NULL DEFAULT 0,
     engine_ms   INTEGER NOT NULL DEFAULT 0, -- the completing attempt's engine time (worker-measured)
-    started_ms  INTEGER NOT NULL DEFAULT 0, -- when the completing attempt started on its worker
-    queued      INTEGER NOT NULL DEFAULT 0  -- leased ahead and (as far as known) not started yet
+    started_ms  INTEGER NOT NULL DEFAULT 0  -- when the completing attempt started on its worker
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id, ordinal);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);

@@ -115,7 +115,7 @@ impl WorkerConfig {
             name: name.into(),
             device: DeviceChoice::Cpu,
             slots: 1,
-            lease_ahead: 1,
+            lease_ahead: 0,
             cache_dir: default_cache_dir(),
             exit_when_idle: None,
             registry: ModelRegistry::default(),
