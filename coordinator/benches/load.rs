@@ -478,6 +478,9 @@ struct Run {
     /// expired (the task was handed to another worker): the real worker
     /// drops the task, and so does this one.
     lost: AtomicU64,
+    /// Queued tasks whose StartQueued was refused: taken back for a worker
+    /// that fell idle (dropped unstarted, as the real worker does).
+    taken_back: AtomicU64,
     first_error: Mutex<Option<String>>,
     end: Mutex<Option<Instant>>,
 }
@@ -560,8 +563,38 @@ async fn run_task(
             return None;
         }
     };
-    if run.task_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(run.task_ms)).await;
+    // A task leased ahead asks whether it is still ours while it works, as
+    // the real worker does, and is dropped if it was taken back.
+    let confirm = async {
+        if !a.queued {
+            return Ok(true);
+        }
+        let mut client = client.clone();
+        client
+            .start_queued(pb::StartQueuedRequest {
+                worker_id: worker_id.clone(),
+                task_id: a.task_id.clone(),
+                attempt: a.attempt,
+            })
+            .await
+            .map(|answer| answer.get_ref().start)
+    };
+    let work = async {
+        if run.task_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(run.task_ms)).await;
+        }
+    };
+    let (confirmed, ()) = tokio::join!(confirm, work);
+    match confirmed {
+        Ok(true) => {}
+        Ok(false) => {
+            run.taken_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Err(e) => {
+            run.error("StartQueued", e);
+            return None;
+        }
     }
     let work_end = Instant::now();
     // Its slot is free for a queued task while it completes.
@@ -785,7 +818,10 @@ async fn worker(
         match answer {
             Ok(a) => {
                 lat.lease.push(micros(t.elapsed()));
-                for task in a.into_inner().tasks {
+                let a = a.into_inner();
+                // A queued task taken back for another worker is dropped.
+                sim.queue.retain(|(t, _)| !a.stop.contains(&t.task_id));
+                for task in a.tasks {
                     sim.start(task);
                 }
             }
@@ -914,6 +950,7 @@ struct Outcome {
     ahead: u32,
     acked: u64,
     lost: u64,
+    taken_back: u64,
     lease: Vec<u32>,
     report: Vec<u32>,
     complete: Vec<u32>,
@@ -1006,6 +1043,7 @@ async fn run_once(
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         lost: AtomicU64::new(0),
+        taken_back: AtomicU64::new(0),
         first_error: Mutex::new(None),
         end: Mutex::new(None),
     });
@@ -1120,6 +1158,7 @@ async fn run_once(
         ahead,
         acked: run.acked.load(Ordering::Relaxed),
         lost: run.lost.load(Ordering::Relaxed),
+        taken_back: run.taken_back.load(Ordering::Relaxed),
         lease,
         report,
         complete,
@@ -1414,7 +1453,7 @@ fn overhead_row(o: &Outcome) -> String {
     let between = idle - startup - tail;
     let share = |x: f64| x / work * 100.0;
     format!(
-        "| scheduling overhead, {} tasks × {} ms on {} slots, lease ahead {} | {:.3} s vs ideal {:.3} s: {:+.1} % (idle slot time: {:.1} % before each worker's first task, {:.1} % between tasks, {:.1} % after its last; coordinator CPU {:.2} s; {} lease(s) lost to expiry) | < 2 % (Ray Tune: 14 %) | {} |\n",
+        "| scheduling overhead, {} tasks × {} ms on {} slots, lease ahead {} | {:.3} s vs ideal {:.3} s: {:+.1} % (idle slot time: {:.1} % before each worker's first task, {:.1} % between tasks, {:.1} % after its last; coordinator CPU {:.2} s; {} lease(s) lost to expiry; {} queued task(s) taken back) | < 2 % (Ray Tune: 14 %) | {} |\n",
         thousands(o.tasks as f64),
         thousands(o.task_ms as f64),
         thousands(o.workers as f64 * o.slots as f64),
@@ -1427,6 +1466,7 @@ fn overhead_row(o: &Outcome) -> String {
         share(tail),
         o.cpu,
         o.lost,
+        o.taken_back,
         verdict(over < 2.0)
     )
 }

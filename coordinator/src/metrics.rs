@@ -40,6 +40,8 @@ pub struct Metrics {
     leases_expired: Counter,
     events: Counter,
     reports: Counter,
+    /// StartQueued answers: started, or refused (taken back).
+    queued_starts: Family<Labels, Counter>,
     lease_seconds: Histogram,
     wait_seconds: Histogram,
     workers: Family<Labels, Gauge>,
@@ -91,6 +93,12 @@ impl Metrics {
             "Worker reports stored (resends are acknowledged, not counted)",
             reports.clone(),
         );
+        let queued_starts = Family::<Labels, Counter>::default();
+        registry.register(
+            "queued_starts",
+            "Workers asking to start a task they held queued (leased ahead), by answer: started, or refused (taken back for an idle worker)",
+            queued_starts.clone(),
+        );
         // 0.1 ms … ~0.4 s.
         let lease_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1e-4, 2.0, 13),
@@ -129,6 +137,7 @@ impl Metrics {
             leases_expired,
             events,
             reports,
+            queued_starts,
             lease_seconds,
             wait_seconds,
             workers,
@@ -162,6 +171,14 @@ impl Metrics {
     /// A task leased `ms` after it became ready.
     pub fn task_waited(&self, ms: i64) {
         self.wait_seconds.observe(ms as f64 / 1e3);
+    }
+
+    /// A StartQueued answered: `start` or refused.
+    pub fn queued_start(&self, start: bool) {
+        let answer = if start { "started" } else { "refused" };
+        self.queued_starts
+            .get_or_create(&vec![("answer", answer)])
+            .inc();
     }
 
     pub fn report_stored(&self) {
@@ -214,6 +231,9 @@ mod tests {
         m.leases_expired(2);
         drop(m.lease_timer());
         m.task_waited(1500);
+        m.queued_start(true);
+        m.queued_start(false);
+        m.queued_start(false);
         let text = m.render(&Snapshot {
             workers: vec![("active", 3), ("lost", 1)],
             tasks: vec![("pending", 7)],
@@ -229,6 +249,8 @@ mod tests {
             "ridgeline_lease_duration_seconds_count 1",
             "ridgeline_task_wait_seconds_count 1",
             "ridgeline_task_wait_seconds_sum 1.5",
+            "ridgeline_queued_starts_total{answer=\"started\"} 1",
+            "ridgeline_queued_starts_total{answer=\"refused\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -18,43 +18,11 @@ use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
 use ridgeline_common::proto::PROTOCOL_VERSION;
 use ridgeline_coordinator::auth::Tokens;
 use ridgeline_coordinator::ServerConfig;
-use ridgeline_tests::{free_addr, jobs, Coordinator};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ridgeline_tests::{free_addr, http_get as get, jobs, Coordinator};
 use tonic::metadata::MetadataValue;
 
 const CLIENT: &str = "dashboard-client-token-0123";
 const WORKER: &str = "dashboard-worker-token-0123";
-
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One HTTP/1.1 GET, the answer read to the end (the server closes).
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Answer {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
 
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
@@ -349,12 +317,34 @@ async fn a_real_browser_shows_the_running_job_s_figures() {
 async fn a_worker_serves_its_throughput_as_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let c = Coordinator::start(&dir.path().join("data"), Duration::from_secs(30)).await;
-    let addr = free_addr();
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut w = ridgeline_worker::runner::WorkerConfig::new(c.url(), "measured");
-    w.cache_dir = dir.path().join("cache");
-    w.metrics_listen = Some(addr);
-    let worker = tokio::spawn(ridgeline_worker::runner::run(w, stop.clone()));
+    // The port comes from `free_addr`, and something else (another test's
+    // outgoing connection) may take it before the worker binds it: then the
+    // worker stops at once, and another port is tried.
+    let mut tries = 0;
+    let (addr, worker) = loop {
+        tries += 1;
+        let addr = free_addr();
+        let mut w = ridgeline_worker::runner::WorkerConfig::new(c.url(), "measured");
+        w.cache_dir = dir.path().join("cache");
+        w.metrics_listen = Some(addr);
+        let worker = tokio::spawn(ridgeline_worker::runner::run(w, stop.clone()));
+        let bound = loop {
+            if worker.is_finished() {
+                break false;
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                break !worker.is_finished();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if bound {
+            break (addr, worker);
+        }
+        let ended = worker.await.unwrap();
+        assert!(tries < 5, "the worker did not start: {ended:?}");
+    };
     let mut client = c.jobs().await;
     // 2 seeds × 3 epochs of the 600-row built-in table, and a line search.
     let job = ridgeline_tests::submit(&mut client, &jobs::lr_ramp(2, 3, 3))

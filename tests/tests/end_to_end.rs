@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// Starts an in-process worker; it stops when the token is cancelled.
+/// Starts an in-process worker (one slot, one task leased ahead: the
+/// defaults); it stops when the token is cancelled.
 fn start_worker(url: &str, name: &str, cache: &std::path::Path, stop: &CancellationToken) {
-    start_worker_ahead(url, name, cache, stop, 0);
+    start_worker_ahead(url, name, cache, stop, 1);
 }
 
 /// A worker that holds `lease_ahead` tasks queued beyond its one slot.
@@ -779,6 +780,74 @@ points = 24
 points_per_task = 24
 "#;
 
+/// Two slow line-search tasks. Worker a, alone, holds the first running and
+/// the second queued; worker b then starts, finds nothing ready and takes
+/// the queued one back. When a's slot frees, its StartQueued is refused and
+/// it drops the task unstarted: each task runs once, the second on b at
+/// attempt 2, and nothing waits for a lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_takes_back_a_task_queued_on_a_busy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = ridgeline_tests::free_addr();
+    let mut config = ridgeline_coordinator::ServerConfig::new(dir.path().join("coord"));
+    // Heartbeats far apart, so that a hears of the take-back only when it
+    // asks to start the task (with frequent ones, the heartbeat's stop
+    // list may tell it first, and it drops the task without asking).
+    config.scheduler = ridgeline_coordinator::scheduler::SchedulerConfig {
+        lease_ttl: Duration::from_secs(120),
+        heartbeat_interval: Duration::from_secs(30),
+        ..Default::default()
+    };
+    config.http = Some(http);
+    let c = Coordinator::start_with("127.0.0.1:0".parse().unwrap(), config).await;
+    let mut client = c.jobs().await;
+    let two_tasks = SLOW_CNN_LINE_SEARCH.replace("points_per_task = 24", "points_per_task = 12");
+    let job = submit(&mut client, &two_tasks).await.unwrap();
+    let stop = CancellationToken::new();
+    start_worker_ahead(&c.url(), "a", dir.path(), &stop, 1);
+    // a holds both: the first running, the second queued behind it.
+    let start = tokio::time::Instant::now();
+    loop {
+        let s = client
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.tasks.len(), 2, "{s:#?}");
+        if (0..2).all(|i| state_of(&s, i) == pb::TaskState::Leased) {
+            break;
+        }
+        assert!(
+            state_of(&s, 0) != pb::TaskState::Done,
+            "the first task ended before a held the second: {s:#?}"
+        );
+        assert!(start.elapsed() < LIMIT, "timed out: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start_worker_ahead(&c.url(), "b", dir.path(), &stop, 1);
+    let s = wait_for_end(&mut client, &job, LIMIT).await;
+    stop.cancel();
+    assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");
+    let (first, second) = (&s.tasks[0], &s.tasks[1]);
+    assert_eq!(first.attempt, 1, "{s:#?}");
+    assert_eq!(second.attempt, 2, "taken back once: {s:#?}");
+    assert_ne!(first.worker_id, second.worker_id, "{s:#?}");
+    // a asked to start it and was refused (it did not run a stale copy).
+    let metrics = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
+    assert!(
+        metrics.contains("ridgeline_queued_starts_total{answer=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("answer=\"started\""), "{metrics}");
+    assert!(
+        metrics.contains("ridgeline_leases_expired_total 0"),
+        "{metrics}"
+    );
+    c.stop().await;
+}
+
 /// kill -9 of a worker in the middle of a line search: the block is leased
 /// again, every point ends up measured once, and the curve equals an
 /// undisturbed run of the same job.
@@ -841,7 +910,8 @@ async fn a_completion_brings_the_worker_its_next_task() {
     let mut client = c.jobs().await;
     let job = submit(&mut client, LINE_SEARCH).await.unwrap();
     let stop = CancellationToken::new();
-    start_worker(&c.url(), "solo", dir.path(), &stop);
+    // Without a lease ahead (with one, the next task is already held).
+    start_worker_ahead(&c.url(), "solo", dir.path(), &stop, 0);
     let s = wait_for_end(&mut client, &job, LIMIT).await;
     stop.cancel();
     assert_eq!(s.state, pb::JobState::Succeeded as i32, "{s:#?}");

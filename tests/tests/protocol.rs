@@ -1151,6 +1151,176 @@ async fn a_worker_holds_tasks_ahead_only_from_a_job_with_tasks_to_spare() {
     c.stop().await;
 }
 
+/// A task one worker holds queued (leased ahead) and has not started is
+/// taken back for a worker that falls idle with nothing ready (attempt + 1,
+/// not a failure). The holder asks before it starts a queued task
+/// (StartQueued): refused once the task was taken back, and from then on
+/// safe from a take-back once granted. Exactly one of the two runs it.
+#[tokio::test]
+async fn an_idle_worker_takes_back_a_queued_task_its_holder_has_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    let job = submit(&mut client, &jobs::line_search(4, 1)).await.unwrap();
+    let a = w
+        .register(pb::RegisterRequest {
+            protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
+            name: "a".into(),
+            device: "cpu".into(),
+            slots: 1,
+            lease_ahead: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let lease = |worker: &str, free: u32, running: Vec<pb::RunningTask>| pb::LeaseRequest {
+        worker_id: worker.to_string(),
+        free_slots: free,
+        running,
+        wait_ms: 0,
+    };
+    let start = |worker: &str, t: &pb::TaskAssignment| pb::StartQueuedRequest {
+        worker_id: worker.to_string(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+    };
+    let held = w
+        .lease(lease(&a, 2, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(held.len(), 2, "a slot and a queue place: {held:?}");
+    let (t1, t2) = (&held[0], &held[1]);
+    assert!(
+        !t1.queued && t2.queued,
+        "only the queue place is marked: {held:?}"
+    );
+    let done = |worker: &str, t: &pb::TaskAssignment, next_slots: u32| pb::CompleteRequest {
+        worker_id: worker.to_string(),
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            ..Default::default()
+        }),
+        next_slots,
+        ..Default::default()
+    };
+
+    // b takes the two tasks still ready, then falls idle: it gets t2, which
+    // a holds queued, at attempt 2, for its slot.
+    let b = register(&mut w, "b").await;
+    let t3 = lease_one(&mut w, &b).await;
+    let t4 = w
+        .complete(done(&b, &t3, 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(t4.len(), 1, "{t4:?}");
+    assert_ne!(t4[0].task_id, t2.task_id, "a ready task first: {t4:?}");
+    let taken = w
+        .complete(done(&b, &t4[0], 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(
+        (taken[0].task_id.as_str(), taken[0].attempt, taken[0].queued),
+        (t2.task_id.as_str(), 2, false)
+    );
+
+    // a's slot frees: its start of t2 is refused, every time it asks.
+    for _ in 0..2 {
+        let answer = w.start_queued(start(&a, t2)).await.unwrap().into_inner();
+        assert!(!answer.start, "{answer:?}");
+        assert!(answer.reason.contains("taken back"), "{answer:?}");
+    }
+    // Its heartbeat, still listing the old attempt, is told to drop it.
+    let running = |t: &pb::TaskAssignment| pb::RunningTask {
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+    };
+    let beat = w
+        .lease(lease(&a, 0, vec![running(t1), running(t2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(beat.stop, vec![t2.task_id.clone()], "{beat:?}");
+    // A completion of the old attempt is refused; b's counts.
+    let err = w.complete(done(&a, t2, 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    w.complete(done(&b, &taken[0], 0)).await.unwrap();
+    w.complete(done(&a, t1, 0)).await.unwrap();
+    let end = ridgeline_tests::wait_for_end(&mut client, &job, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+    let t2_end = end.tasks.iter().find(|t| t.task_id == t2.task_id).unwrap();
+    assert_eq!((t2_end.attempt, t2_end.worker_id.as_str()), (2, b.as_str()));
+
+    // Started first, it stays: a queues one, b takes the last ready one,
+    // a starts its queued one, and b, idle again, gets nothing.
+    let job2 = submit(&mut client, &jobs::line_search(3, 1)).await.unwrap();
+    // Past the coordinator's reuse of its idle-slot count.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let held = w
+        .lease(lease(&a, 2, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(held.len(), 2, "a slot and a queue place: {held:?}");
+    assert!(held[1].queued, "{held:?}");
+    let last = lease_one(&mut w, &b).await;
+    let answer = w
+        .start_queued(start(&a, &held[1]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.start, "{answer:?}");
+    let none = w.complete(done(&b, &last, 1)).await.unwrap().into_inner();
+    assert!(
+        none.tasks.is_empty(),
+        "a started task is not taken: {none:?}"
+    );
+    // Asking again, or about a task leased for a slot, is answered from
+    // the store: it is a's.
+    for t in [&held[1], &held[0]] {
+        let answer = w.start_queued(start(&a, t)).await.unwrap().into_inner();
+        assert!(answer.start, "{answer:?}");
+    }
+    // Another worker's, or a stale attempt: refused.
+    let answer = w
+        .start_queued(start(&b, &held[0]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !answer.start && answer.reason.contains("not leased to this worker"),
+        "{answer:?}"
+    );
+    w.complete(done(&a, &held[0], 0)).await.unwrap();
+    w.complete(done(&a, &held[1], 0)).await.unwrap();
+    let end = ridgeline_tests::wait_for_end(&mut client, &job2, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+
+    // Bad ids name the field; an unknown task is NOT_FOUND.
+    let mut bad = start(&a, &held[0]);
+    bad.task_id = "not-a-task".into();
+    let err = w.start_queued(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("task_id"), "{}", err.message());
+    let mut unknown = start(&a, &held[0]);
+    unknown.task_id = ridgeline_common::TaskId::new().to_string();
+    let err = w.start_queued(unknown).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    c.stop().await;
+}
+
 /// A Complete may carry the attempt's last report: stored in the same
 /// transaction just before the completion, once even when the Complete is
 /// resent, and refused as a whole (nothing stored, the task still leased)

@@ -576,6 +576,9 @@ enum Call {
         retryable: bool,
         handed_back: bool,
     },
+    StartQueued {
+        to: Target,
+    },
     Download(pb::DownloadArtifactRequest),
     Upload(Vec<pb::ArtifactChunk>),
     Submit(pb::SubmitJobRequest),
@@ -595,6 +598,7 @@ impl Call {
             Call::Report { .. } => "Report",
             Call::Complete { .. } => "Complete",
             Call::Fail { .. } => "Fail",
+            Call::StartQueued { .. } => "StartQueued",
             Call::Download(_) => "DownloadArtifact",
             Call::Upload(_) => "UploadArtifact",
             Call::Submit(_) => "SubmitJob",
@@ -618,6 +622,7 @@ impl Call {
                 "slots",
                 "memory_bytes",
                 "previous_worker_id",
+                "lease_ahead",
             ],
             Call::Lease(_) => &["worker_id", "free_slots", "running"],
             Call::Report { .. } => &["worker_id", "task_id", "attempt", "seq", "items"],
@@ -630,6 +635,7 @@ impl Call {
                 "epochs_trained",
             ],
             Call::Fail { .. } => &["worker_id", "task_id", "attempt", "message"],
+            Call::StartQueued { .. } => &["worker_id", "task_id", "attempt"],
             Call::Download(_) | Call::Upload(_) => &["hash", "size", "data"],
             Call::Submit(_) => return None,
             Call::GetJob(_) | Call::Watch(_) | Call::Cancel(_) | Call::Results(_) => &["job_id"],
@@ -801,6 +807,7 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
             handed_back,
         },
     );
+    let start_queued = target(k).prop_map(|to| Call::StartQueued { to });
     let download =
         hash_from(k).prop_map(|hash| Call::Download(pb::DownloadArtifactRequest { hash }));
     prop_oneof![
@@ -809,6 +816,7 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
         6 => report,
         3 => complete,
         2 => fail,
+        1 => start_queued,
         1 => download,
         2 => upload_chunks().prop_map(Call::Upload),
     ]
@@ -1029,6 +1037,16 @@ async fn send(
                 message,
                 retryable,
                 handed_back,
+            })
+            .await
+            .map(drop)
+        }
+        Call::StartQueued { to } => {
+            let (worker_id, task_id, attempt) = resolve(&to);
+            w.start_queued(pb::StartQueuedRequest {
+                worker_id,
+                task_id,
+                attempt,
             })
             .await
             .map(drop)

@@ -43,7 +43,7 @@ const WORKERS: usize = 2;
 struct Args {
     heartbeat: Duration,
     smoke: bool,
-    /// The workers' `--lease-ahead` (0, their default).
+    /// The workers' `--lease-ahead` (1, their default).
     lease_ahead: usize,
 }
 
@@ -53,7 +53,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         heartbeat: Duration::from_millis(200),
         smoke: false,
-        lease_ahead: 0,
+        lease_ahead: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -281,6 +281,10 @@ async fn run(args: Args) -> Result<()> {
             pct(ms, capacity)
         );
     }
+    // A task taken back from a worker's queue for an idle one (or retried)
+    // ends at attempt 2 or more.
+    let again = job.tasks.iter().filter(|t| t.attempt > 1).count();
+    println!("| tasks leased again (taken back from a queue, or retried) | {again} | |");
     println!(
         "| engine time the job reports (GetResults) | {:.1} s | |",
         results.engine_seconds

@@ -6,9 +6,17 @@
 //! out only from a job with ready tasks to spare: more than the idle slots
 //! of all live workers (slots with no task leased for them), so that every
 //! idle slot can still get one. Below that, workers get tasks for their
-//! free slots only, and their queues drain. (A worker that falls idle
-//! *later*, while another's queued task waits behind a long one, is not
-//! helped: queued tasks are not taken back. Hence off by default.)
+//! free slots only, and their queues drain.
+//!
+//! A worker that falls idle *later*, with nothing ready, while another
+//! holds a task queued behind a long one, takes that task back
+//! (`leases::take_back_queued`), as long as its holder has not started it.
+//! Who wins is settled here, in memory ([`Queued`]): the holder asks before
+//! it starts a queued task (`StartQueued`, answered without a commit), and
+//! the take-back marks the task taken, both under one lock, so exactly one
+//! of the two runs it. The store then records the take-back as a hand-back
+//! (attempt + 1), and the holder's next heartbeat is told to drop the old
+//! attempt if it has not heard already.
 //!
 //! Both figures behind that rule (the idle slots, and a job's ready tasks)
 //! cost a scan, so each is measured at most every [`REFRESH_MS`] and kept
@@ -28,12 +36,48 @@ use crate::store;
 /// How long a measured idle capacity or a job's ready count is reused (ms).
 pub(super) const REFRESH_MS: i64 = 100;
 
+/// Above this many remembered queued tasks, those older than a lease's
+/// lifetime (long since started, expired or handed back) are forgotten.
+const QUEUED_SWEEP_AT: usize = 4096;
+
 /// A job's ready tasks are counted up to the idle slots plus this many.
 const COUNT_BEYOND: u64 = 1024;
 
 #[derive(Default)]
 pub(super) struct LeaseAhead {
     inner: Mutex<Inner>,
+    /// Tasks leased ahead and not known to be started.
+    queued: Mutex<Queued>,
+}
+
+/// Tasks leased into a worker's queue, by task id, until their worker
+/// starts them or they are taken back. Only in memory: after a restart
+/// nothing is taken back until new tasks are queued, and a worker asking
+/// to start a task not remembered here is answered from the store.
+#[derive(Default)]
+struct Queued {
+    tasks: HashMap<String, QueuedTask>,
+    /// Order of insertion, for the oldest first.
+    next: u64,
+}
+
+struct QueuedTask {
+    worker: String,
+    attempt: u32,
+    order: u64,
+    at: i64,
+    taken: bool,
+}
+
+/// May a worker start a task it held queued?
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum StartAnswer {
+    /// Yes: it can no longer be taken back.
+    Start,
+    /// No: it was taken back for another worker.
+    TakenBack,
+    /// Not remembered here (e.g. leased before a restart): ask the store.
+    Unknown,
 }
 
 #[derive(Default)]
@@ -113,5 +157,131 @@ impl LeaseAhead {
         if let Some((_, idle)) = &mut inner.idle {
             *idle = idle.saturating_sub(n as u64);
         }
+    }
+}
+
+impl LeaseAhead {
+    fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `task`'s `attempt` was leased into `worker`'s queue at `now`.
+    pub(super) fn queued_to(&self, task: &str, worker: &str, attempt: u32, now: i64, ttl: i64) {
+        let mut q = self.queued();
+        if q.tasks.len() >= QUEUED_SWEEP_AT {
+            q.tasks.retain(|_, t| now - t.at < ttl);
+        }
+        q.next += 1;
+        let order = q.next;
+        q.tasks.insert(
+            task.to_string(),
+            QueuedTask {
+                worker: worker.to_string(),
+                attempt,
+                order,
+                at: now,
+                taken: false,
+            },
+        );
+    }
+
+    /// `worker` is about to start `task`'s `attempt`, which it held queued:
+    /// settles it against a take-back (whichever comes first wins).
+    pub(super) fn start(&self, task: &str, worker: &str, attempt: u32) -> StartAnswer {
+        let mut q = self.queued();
+        match q.tasks.get(task) {
+            Some(t) if t.worker == worker && t.attempt == attempt => {
+                if t.taken {
+                    StartAnswer::TakenBack
+                } else {
+                    q.tasks.remove(task);
+                    StartAnswer::Start
+                }
+            }
+            _ => StartAnswer::Unknown,
+        }
+    }
+
+    /// Up to `n` tasks queued on workers other than `worker` and not
+    /// started, the oldest first: (task, holder, attempt).
+    pub(super) fn takeable(&self, worker: &str, n: usize) -> Vec<(String, String, u32)> {
+        let q = self.queued();
+        let mut found: Vec<_> = q
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.taken && t.worker != worker)
+            .map(|(id, t)| (t.order, id.clone(), t.worker.clone(), t.attempt))
+            .collect();
+        found.sort_unstable();
+        found
+            .into_iter()
+            .take(n)
+            .map(|(_, id, w, a)| (id, w, a))
+            .collect()
+    }
+
+    /// Marks `task`'s `attempt` taken back, if it is still queued and not
+    /// started: from now on its holder's `start` is refused.
+    pub(super) fn take(&self, task: &str, attempt: u32) -> bool {
+        let mut q = self.queued();
+        match q.tasks.get_mut(task) {
+            Some(t) if t.attempt == attempt && !t.taken => {
+                t.taken = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets `task` (no longer queued anywhere, as the store says).
+    pub(super) fn forget(&self, task: &str) {
+        self.queued().tasks.remove(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_task_is_either_started_by_its_holder_or_taken_back_never_both() {
+        let ahead = LeaseAhead::default();
+        ahead.queued_to("t1", "a", 1, 0, 60_000);
+        ahead.queued_to("t2", "a", 1, 0, 60_000);
+        ahead.queued_to("t3", "b", 4, 0, 60_000);
+        // The oldest first, never the asker's own.
+        assert_eq!(
+            ahead.takeable("b", 5),
+            vec![("t1".into(), "a".into(), 1), ("t2".into(), "a".into(), 1)]
+        );
+        assert_eq!(ahead.takeable("c", 1), vec![("t1".into(), "a".into(), 1)]);
+
+        // Started first: no longer takeable.
+        assert_eq!(ahead.start("t1", "a", 1), StartAnswer::Start);
+        assert!(!ahead.take("t1", 1));
+        // Taken first: the holder's start is refused, again and again.
+        assert!(ahead.take("t2", 1));
+        assert!(!ahead.take("t2", 1), "taken once");
+        assert_eq!(ahead.start("t2", "a", 1), StartAnswer::TakenBack);
+        assert_eq!(ahead.start("t2", "a", 1), StartAnswer::TakenBack);
+        assert_eq!(ahead.takeable("c", 5), vec![("t3".into(), "b".into(), 4)]);
+        // Another worker's or attempt's start is not this entry's business.
+        assert_eq!(ahead.start("t3", "a", 4), StartAnswer::Unknown);
+        assert_eq!(ahead.start("t3", "b", 3), StartAnswer::Unknown);
+        assert!(!ahead.take("t3", 3));
+        // Not remembered: the store decides.
+        assert_eq!(ahead.start("t9", "a", 1), StartAnswer::Unknown);
+        ahead.forget("t3");
+        assert!(ahead.takeable("c", 5).is_empty());
+    }
+
+    #[test]
+    fn old_queued_tasks_are_forgotten_once_there_are_many() {
+        let ahead = LeaseAhead::default();
+        for i in 0..QUEUED_SWEEP_AT {
+            ahead.queued_to(&format!("old{i}"), "a", 1, 0, 1000);
+        }
+        ahead.queued_to("new", "a", 1, 5000, 1000);
+        assert_eq!(ahead.takeable("b", 10), vec![("new".into(), "a".into(), 1)]);
     }
 }

@@ -11,7 +11,7 @@ use ridgeline_common::wire;
 use ridgeline_common::{TaskId, WorkerId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::ahead::LeaseAhead;
+use super::ahead::{LeaseAhead, StartAnswer};
 use super::transitions::{clip, finish_job, later_chunks, requeue_or_fail, Setback};
 use super::{job_change, now_ms, task_event, Published, Scheduler, SchedulerConfig};
 use crate::error::{CoordError, Result};
@@ -416,6 +416,50 @@ impl Scheduler {
         .await
     }
 
+    /// A worker about to start a task it held queued asks whether it still
+    /// may: settled in memory against a take-back ([`LeaseAhead::start`]),
+    /// without a commit; a task not remembered there (leased before a
+    /// restart) is the worker's if the store says it holds that attempt.
+    pub async fn start_queued(
+        &self,
+        req: pb::StartQueuedRequest,
+    ) -> Result<pb::StartQueuedResponse> {
+        let worker = WorkerId::parse("worker_id", &req.worker_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
+            .to_string();
+        let task = TaskId::parse("task_id", &req.task_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
+            .to_string();
+        let refused = |reason: String| pb::StartQueuedResponse {
+            start: false,
+            reason,
+        };
+        let answer = match self.ahead.start(&task, &worker, req.attempt) {
+            StartAnswer::Start => pb::StartQueuedResponse {
+                start: true,
+                reason: String::new(),
+            },
+            StartAnswer::TakenBack => {
+                refused(format!("task {task} attempt {} was taken back for an idle worker", req.attempt))
+            }
+            StartAnswer::Unknown => match store::get_task(&self.read(), &task)? {
+                Some(t) if t.state == "leased" && t.worker_id == worker && t.attempt == req.attempt => {
+                    pb::StartQueuedResponse {
+                        start: true,
+                        reason: String::new(),
+                    }
+                }
+                Some(t) => refused(format!(
+                    "task {task} attempt {} is not leased to this worker (the task is {} at attempt {})",
+                    req.attempt, t.state, t.attempt
+                )),
+                None => return Err(CoordError::NotFound(format!("no task {task}"))),
+            },
+        };
+        self.metrics().queued_start(answer.start);
+        Ok(answer)
+    }
+
     /// After a restart: gives every lease a full TTL from now, so workers
     /// that kept running while the coordinator was down can heartbeat and
     /// carry on instead of losing their task to the first sweep.
@@ -769,16 +813,75 @@ fn pick_tasks(
             }
             picked.extend(found);
         }
+        // Idle slots and nothing ready: a task another worker holds queued
+        // must not wait there behind a running one.
+        if !queued && picked.len() < want {
+            let n = want - picked.len();
+            picked.extend(take_back_queued(
+                tx, published, worker, &active, ahead, n, now,
+            )?);
+        }
         for t in picked {
             if let Some((assignment, waited)) =
                 lease_one(tx, published, t, worker, queued, now, ttl)?
             {
+                if queued {
+                    ahead.queued_to(&assignment.task_id, worker, assignment.attempt, now, ttl);
+                }
                 tasks.push(assignment);
                 waits.extend(waited);
             }
         }
     }
     Ok((tasks, waits))
+}
+
+/// Takes back up to `n` tasks that other workers hold queued and have not
+/// started (the oldest first; of the `active` jobs, which `worker`'s device
+/// can run), for `worker`, which has idle slots and nothing ready. Each is
+/// marked taken in memory first (from then on its holder's StartQueued is
+/// refused), then handed back in the store (attempt + 1, not a failure) and
+/// returned, to lease at once.
+fn take_back_queued(
+    tx: &Transaction,
+    published: &mut Vec<Published>,
+    worker: &str,
+    active: &[String],
+    ahead: &LeaseAhead,
+    n: usize,
+    now: i64,
+) -> Result<Vec<TaskRow>> {
+    let mut out = vec![];
+    // A few more than needed: some may be stale, or of jobs this device
+    // cannot run.
+    for (id, holder, attempt) in ahead.takeable(worker, n * 4) {
+        if out.len() == n {
+            break;
+        }
+        let Some(t) = store::get_task(tx, &id)? else {
+            ahead.forget(&id);
+            continue;
+        };
+        if t.state != "leased" || t.worker_id != holder || t.attempt != attempt {
+            // Completed, expired or handed back since: not queued any more.
+            ahead.forget(&id);
+            continue;
+        }
+        if !active.contains(&t.job_id) || !ahead.take(&id, attempt) {
+            continue;
+        }
+        let message = format!(
+            "taken back, not started, from the queue of worker {holder} for idle worker {}",
+            clip(worker, 80)
+        );
+        tracing::info!(task_id = %id, attempt, from = %holder, to = %worker, "queued task taken back");
+        requeue_or_fail(tx, &t, &message, Setback::HandedBack, now, published)?;
+        match store::get_task(tx, &id)? {
+            Some(fresh) if fresh.state == "pending" => out.push(fresh),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Leases one picked task to `worker`; `None` when its job failed instead
@@ -851,6 +954,7 @@ fn lease_one(
             attempt: t.attempt,
             job_id: t.job_id.clone(),
             spec_json,
+            queued,
         },
         waited,
     )))

@@ -26,7 +26,8 @@
 //!   status, cancel, results);
 //! * [`leases`]: the worker-facing operations (register, lease/heartbeat,
 //!   report, complete, fail, expiry);
-//! * [`ahead`]: when a worker may hold tasks queued beyond its slots;
+//! * [`ahead`]: when a worker may hold tasks queued beyond its slots, and
+//!   who runs a queued task that an idle worker takes back;
 //! * [`transitions`]: the state changes both share (re-queue or fail,
 //!   cancel the rest, finish a job) and the status summary.
 

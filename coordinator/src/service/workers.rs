@@ -153,6 +153,24 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::FailResponse {}))
     }
 
+    async fn start_queued(
+        &self,
+        req: Request<pb::StartQueuedRequest>,
+    ) -> Result<Response<pb::StartQueuedResponse>, Status> {
+        self.tokens.check(&req, auth::WORKER, "StartQueued")?;
+        let req = req.into_inner();
+        let span = tracing::info_span!(
+            "rpc",
+            method = "StartQueued",
+            worker_id = %wire_id(&req.worker_id),
+            task_id = %wire_id(&req.task_id),
+            attempt = req.attempt
+        );
+        let answer = in_span(span.clone(), self.scheduler.start_queued(req)).await?;
+        span.in_scope(|| tracing::debug!(start = answer.start, "start answered"));
+        Ok(Response::new(answer))
+    }
+
     type DownloadArtifactStream = ChunkStream;
 
     async fn download_artifact(

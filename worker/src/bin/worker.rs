@@ -59,10 +59,10 @@ struct Args {
     slots: u32,
     /// Tasks held queued beyond --slots, each started the moment a slot
     /// frees (no round trip to the coordinator between tasks). Granted only
-    /// from a job with more ready tasks than idle slots; a queued task is not
-    /// taken back if another worker falls idle later. At most --slots
-    /// [default: 0, off].
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    /// from a job with more ready tasks than idle slots; until it starts, a
+    /// queued task is taken back for a worker that falls idle with nothing
+    /// ready. At most --slots; 0 turns it off.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1024))]
     lease_ahead: u32,
     /// Where downloaded and produced artifacts are kept
     /// [default: $XDG_CACHE_HOME/ridgeline, else <temp dir>/ridgeline-cache].

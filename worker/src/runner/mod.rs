@@ -81,8 +81,9 @@ pub struct WorkerConfig {
     /// Tasks run at once.
     pub slots: usize,
     /// Tasks held queued beyond `slots`, each started the moment a slot
-    /// frees (a lease ahead; at most `slots`). The coordinator grants them
-    /// only from a job with tasks to spare.
+    /// frees (a lease ahead; at most `slots`; 0 for none). The coordinator
+    /// grants them only from a job with tasks to spare, and takes one back,
+    /// until this worker starts it, for a worker that falls idle.
     pub lease_ahead: usize,
     /// Where artifacts (checkpoints, weights) are kept by hash.
     pub cache_dir: PathBuf,
@@ -108,14 +109,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// A one-slot CPU worker with the default cache directory and grace.
+    /// A one-slot CPU worker, with one task leased ahead, the default
+    /// cache directory and grace.
     pub fn new(coordinator: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             coordinator: coordinator.into(),
             name: name.into(),
             device: DeviceChoice::Cpu,
             slots: 1,
-            lease_ahead: 0,
+            lease_ahead: 1,
             cache_dir: default_cache_dir(),
             exit_when_idle: None,
             registry: ModelRegistry::default(),

@@ -217,12 +217,76 @@ pub(crate) async fn refuse(
     .await
 }
 
+/// How many times a StartQueued that got no answer is tried.
+const START_TRIES: u32 = 3;
+
+/// Asks the coordinator whether a task leased ahead is still this
+/// worker's, i.e. was not taken back for another worker (`StartQueued`).
+/// `None`: it is (or the coordinator could not be asked: then, should it
+/// have been taken back, its reports are refused and it stops). Else the
+/// task is stopped, and this is how it ends.
+async fn confirm_start(
+    shared: &Arc<Shared>,
+    assignment: &pb::TaskAssignment,
+    control: &Arc<TaskControl>,
+) -> Option<Ending> {
+    let mut backoff = Backoff::new();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let request = pb::StartQueuedRequest {
+            worker_id: shared.worker_id.borrow().clone(),
+            task_id: assignment.task_id.clone(),
+            attempt: assignment.attempt,
+        };
+        let status = match rpc::call(
+            rpc::RPC_TIMEOUT,
+            shared.client.clone().start_queued(request),
+        )
+        .await
+        {
+            Ok(answer) if answer.start => return None,
+            Ok(answer) => {
+                tracing::info!(reason = %answer.reason, "a queued task was taken back: dropped unstarted");
+                control.stop(StopReason::LeaseLost);
+                return Some(Ending::Stopped);
+            }
+            Err(status) => status,
+        };
+        match rpc::classify(&status) {
+            Refusal::NotFound => {
+                tracing::warn!(error = %rpc::describe(&status), "a queued task is unknown to the coordinator: dropped unstarted");
+                control.stop(StopReason::LeaseLost);
+                return Some(Ending::Stopped);
+            }
+            _ if control.is_stopped() => return Some(Ending::Stopped),
+            Refusal::Transient if tries < START_TRIES => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            _ => {
+                tracing::warn!(error = %rpc::describe(&status), "could not confirm the start of a queued task; starting it");
+                return None;
+            }
+        }
+    }
+}
+
 async fn execute(
     shared: &Arc<Shared>,
     assignment: &pb::TaskAssignment,
     control: &Arc<TaskControl>,
     queued: Duration,
 ) -> Ending {
+    // A task leased ahead asks whether it is still ours (StartQueued) and
+    // does not wait for the answer: it is needed only before the upload and
+    // Complete. A refusal stops the task at its next step, so a task taken
+    // back costs this worker a round trip of work, never a whole chunk; and
+    // whatever it reported meanwhile is refused, or deleted by the take-back
+    // (which the coordinator commits after it answered).
+    let confirmed = assignment.queued.then(|| {
+        let (shared, assignment, control) = (shared.clone(), assignment.clone(), control.clone());
+        tokio::spawn(async move { confirm_start(&shared, &assignment, &control).await })
+    });
     let mut spec = match TaskSpec::from_json(&assignment.spec_json) {
         Ok(s) => s,
         Err(e) => {
@@ -350,6 +414,18 @@ async fn execute(
     // a queued task may start now.
     if let Some(id) = tokio::task::try_id() {
         let _ = shared.freed.send(id);
+    }
+    if let Some(confirmed) = confirmed {
+        match confirmed.await {
+            Ok(None) => {}
+            Ok(Some(ending)) => return ending,
+            Err(e) => {
+                return Ending::Failed {
+                    message: format!("confirming the start of a queued task: {e}"),
+                    retryable: true,
+                }
+            }
+        }
     }
     // Whatever the engine says, an attempt that was stopped is owed nothing
     // more (or, at shutdown, the hand-back `run` sends).
