@@ -565,26 +565,42 @@ async fn run_task(
     };
     // A task leased ahead asks whether it is still ours while it works, as
     // the real worker does, and is dropped if it was taken back.
-    let confirm = async {
-        if !a.queued {
-            return Ok(true);
+    let confirm = {
+        let (queued, mut client) = (a.queued, client.clone());
+        let request = pb::StartQueuedRequest {
+            worker_id: worker_id.clone(),
+            task_id: a.task_id.clone(),
+            attempt: a.attempt,
+        };
+        async move {
+            if !queued {
+                return Ok(true);
+            }
+            client
+                .start_queued(request)
+                .await
+                .map(|answer| answer.get_ref().start)
         }
-        let mut client = client.clone();
-        client
-            .start_queued(pb::StartQueuedRequest {
-                worker_id: worker_id.clone(),
-                task_id: a.task_id.clone(),
-                attempt: a.attempt,
-            })
-            .await
-            .map(|answer| answer.get_ref().start)
     };
     let work = async {
         if run.task_ms > 0 {
             tokio::time::sleep(Duration::from_millis(run.task_ms)).await;
         }
     };
-    let (confirmed, ()) = tokio::join!(confirm, work);
+    // A refusal stops the work at once (the real worker stops at its next
+    // step); else the work goes on to its end.
+    tokio::pin!(work);
+    tokio::pin!(confirm);
+    let confirmed = tokio::select! {
+        c = &mut confirm => {
+            if matches!(c, Ok(true)) {
+                (&mut work).await;
+            }
+            c
+        }
+        // Done working: the answer is still needed before completing.
+        () = &mut work => (&mut confirm).await,
+    };
     match confirmed {
         Ok(true) => {}
         Ok(false) => {

@@ -1321,6 +1321,78 @@ async fn an_idle_worker_takes_back_a_queued_task_its_holder_has_not_started() {
     c.stop().await;
 }
 
+/// A task whose assignment never reached its worker (the answer was lost)
+/// is sent again by the worker's next heartbeat that does not list it,
+/// same attempt, rather than left to wait for its lease to expire; a task
+/// leased just before the heartbeat was written (its answer possibly on
+/// its way) is not, nor one the heartbeat lists.
+#[tokio::test]
+async fn a_task_whose_assignment_was_lost_is_sent_again_by_the_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    let job = submit(&mut client, &jobs::line_search(2, 1)).await.unwrap();
+    let a = ridgeline_tests::register(&mut w, "a").await;
+    let beat = |running: Vec<pb::RunningTask>| pb::LeaseRequest {
+        worker_id: a.clone(),
+        free_slots: 1,
+        running,
+        wait_ms: 0,
+    };
+    // The answer is "lost": the worker never heard of this task.
+    let lost = lease_one(&mut w, &a).await;
+    // Just leased: not yet taken for lost, and nothing more for a's slot.
+    let soon = w.lease(beat(vec![])).await.unwrap().into_inner();
+    assert!(soon.tasks.is_empty(), "{soon:?}");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let again = w.lease(beat(vec![])).await.unwrap().into_inner();
+    assert_eq!(again.tasks.len(), 1, "{again:?}");
+    let t = &again.tasks[0];
+    assert_eq!(
+        (&t.task_id, t.attempt, &t.spec_json, t.queued),
+        (&lost.task_id, lost.attempt, &lost.spec_json, false)
+    );
+    // Listed, it is only renewed.
+    let listed = w
+        .lease(beat(vec![pb::RunningTask {
+            task_id: lost.task_id.clone(),
+            attempt: lost.attempt,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.tasks.is_empty() && listed.stop.is_empty(),
+        "{listed:?}"
+    );
+    // It completes as any task; the job's other task follows.
+    w.complete(pb::CompleteRequest {
+        worker_id: a.clone(),
+        task_id: lost.task_id.clone(),
+        attempt: lost.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let s = client
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    let done = s.tasks.iter().find(|t| t.task_id == lost.task_id).unwrap();
+    assert_eq!(
+        (done.state, done.attempt),
+        (pb::TaskState::Done as i32, 1),
+        "{s:#?}"
+    );
+    c.stop().await;
+}
+
 /// A Complete may carry the attempt's last report: stored in the same
 /// transaction just before the completion, once even when the Complete is
 /// resent, and refused as a whole (nothing stored, the task still leased)

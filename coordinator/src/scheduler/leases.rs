@@ -91,13 +91,16 @@ impl Scheduler {
     pub async fn lease(&self, req: pb::LeaseRequest) -> Result<pb::LeaseResponse> {
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.config.heartbeat_interval);
         let deadline = tokio::time::Instant::now() + wait;
+        // Tasks leased to this worker after its list was sent are not
+        // missing from it (see `unknown_to_worker`), however long we wait.
+        let arrived = now_ms();
         loop {
             // Registered before looking, so that a commit in between is
             // not missed.
             let ready = self.work_ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            let answer = self.lease_now(req.clone()).await?;
+            let answer = self.lease_now(req.clone(), arrived).await?;
             if !answer.tasks.is_empty()
                 || !answer.stop.is_empty()
                 || req.free_slots == 0
@@ -108,8 +111,9 @@ impl Scheduler {
         }
     }
 
-    /// One look at the queue (see [`Scheduler::lease`]).
-    async fn lease_now(&self, req: pb::LeaseRequest) -> Result<pb::LeaseResponse> {
+    /// One look at the queue (see [`Scheduler::lease`]) for a request that
+    /// arrived at `arrived`.
+    async fn lease_now(&self, req: pb::LeaseRequest, arrived: i64) -> Result<pb::LeaseResponse> {
         let _timer = self.metrics().lease_timer();
         let worker = WorkerId::parse("worker_id", &req.worker_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
@@ -163,7 +167,18 @@ impl Scheduler {
                     _ => stop.push(r.task_id.clone()),
                 }
             }
-            let (tasks, waits) = pick_tasks(
+            // Tasks it holds without knowing (the answer that leased them
+            // was lost) are sent again rather than left to expire.
+            let mut tasks = unknown_to_worker(
+                tx,
+                &worker,
+                &req.running,
+                arrived - UNLISTED_GRACE_MS,
+                now,
+                ttl,
+                &ahead,
+            )?;
+            let (leased, waits) = pick_tasks(
                 tx,
                 published,
                 &worker,
@@ -173,6 +188,7 @@ impl Scheduler {
                 now,
                 ttl,
             )?;
+            tasks.extend(leased);
             Ok((pb::LeaseResponse { tasks, stop }, waits))
         })
         .await
@@ -884,6 +900,73 @@ fn take_back_queued(
     Ok(out)
 }
 
+/// How long before a heartbeat arrived a task must have been leased to its
+/// worker to count as unknown to it when the heartbeat does not list it
+/// (ms): longer than a heartbeat takes from being written to arriving, so
+/// that a task whose answer was on its way as the list was written is not
+/// taken for lost.
+const UNLISTED_GRACE_MS: i64 = 2_000;
+
+/// Tasks leased to `worker` before `before` that its heartbeat does not
+/// list (`running`): the answer that leased them (a Complete's or a
+/// Lease's) never reached it, and they would wait for their lease to
+/// expire. Each is assigned again (same attempt, lease renewed), and is no
+/// longer one that can be taken back (it is not claimed first).
+#[allow(clippy::too_many_arguments)]
+fn unknown_to_worker(
+    tx: &Transaction,
+    worker: &str,
+    running: &[pb::RunningTask],
+    before: i64,
+    now: i64,
+    ttl: i64,
+    ahead: &LeaseAhead,
+) -> Result<Vec<pb::TaskAssignment>> {
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE worker_id = ?1 AND state = 'leased' AND leased_ms < ?2"
+    ))?;
+    let held = st
+        .query_map(params![worker, before], store::task_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = vec![];
+    for mut t in held {
+        if running.iter().any(|r| r.task_id == t.id) {
+            continue;
+        }
+        let spec_json = match spec_to_send(tx, &mut t)? {
+            Ok(json) => json,
+            // Its lease runs out as it would have.
+            Err(_) => continue,
+        };
+        ahead.forget(&t.id);
+        store::exec(
+            tx,
+            "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
+            params![t.id, now + ttl],
+        )?;
+        tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %worker, attempt = t.attempt, "task sent again: its worker did not list it");
+        out.push(pb::TaskAssignment {
+            task_id: t.id,
+            attempt: t.attempt,
+            job_id: t.job_id,
+            spec_json,
+            queued: false,
+        });
+    }
+    Ok(out)
+}
+
+/// The spec a worker is sent for `t`: the stored one, or, for a chunk that
+/// continues its predecessor, with that one's checkpoint (`Err`: there is
+/// none, which Complete's checks rule out).
+fn spec_to_send(tx: &Transaction, t: &mut TaskRow) -> Result<std::result::Result<String, String>> {
+    let spec_json = std::mem::take(&mut t.spec);
+    match &t.after {
+        Some(after) => continued(tx, &t.id, &spec_json, after),
+        None => Ok(Ok(spec_json)),
+    }
+}
+
 /// Leases one picked task to `worker`; `None` when its job failed instead
 /// (a chunk with nothing to continue from). Also returns how long it
 /// waited in the queue, when known.
@@ -897,21 +980,15 @@ fn lease_one(
     now: i64,
     ttl: i64,
 ) -> Result<Option<(pb::TaskAssignment, Option<i64>)>> {
-    // The stored spec goes out as it is, unless it is a
-    // chunk that continues from its predecessor's checkpoint.
-    let mut spec_json = std::mem::take(&mut t.spec);
-    if let Some(after) = &t.after {
-        match continued(tx, &t.id, &spec_json, after)? {
-            Ok(json) => spec_json = json,
-            Err(msg) => {
-                // Cannot happen through Complete's checks; if
-                // the store says so anyway, fail this job
-                // rather than every Lease call.
-                requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
-                return Ok(None);
-            }
+    let spec_json = match spec_to_send(tx, &mut t)? {
+        Ok(json) => json,
+        Err(msg) => {
+            // Cannot happen through Complete's checks; if the store says
+            // so anyway, fail this job rather than every Lease call.
+            requeue_or_fail(tx, &t, &msg, Setback::Fatal, now, published)?;
+            return Ok(None);
         }
-    }
+    };
     store::exec(tx,
         "UPDATE tasks SET state = 'leased', worker_id = ?2, lease_until = ?3, leased_ms = ?4 WHERE id = ?1",
         params![t.id, worker, now + ttl, now],
