@@ -164,6 +164,15 @@ pub async fn wait_for_end(
 
 /// Registers a hand-driven worker (for protocol tests) and returns its id.
 pub async fn register(w: &mut WorkerServiceClient<Channel>, name: &str) -> String {
+    register_ahead(w, name, 0).await
+}
+
+/// Registers a one-slot CPU worker that holds `lease_ahead` tasks queued.
+pub async fn register_ahead(
+    w: &mut WorkerServiceClient<Channel>,
+    name: &str,
+    lease_ahead: u32,
+) -> String {
     w.register(pb::RegisterRequest {
         protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
         name: name.into(),
@@ -171,7 +180,7 @@ pub async fn register(w: &mut WorkerServiceClient<Channel>, name: &str) -> Strin
         slots: 1,
         memory_bytes: 0,
         previous_worker_id: String::new(),
-        lease_ahead: 0,
+        lease_ahead,
     })
     .await
     .expect("register")

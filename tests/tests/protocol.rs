@@ -1089,12 +1089,7 @@ async fn a_worker_holds_tasks_ahead_only_from_a_job_with_tasks_to_spare() {
     assert!(err.message().contains("lease_ahead"), "{}", err.message());
 
     let job = submit(&mut client, &jobs::line_search(3, 1)).await.unwrap();
-    let a = w
-        .register(registration("a", 1, 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let a = ridgeline_tests::register_ahead(&mut w, "a", 1).await;
     // Asking for more than a slot and a queue place gets exactly those two:
     // three tasks ready, no other worker idle.
     let first = w
@@ -1163,19 +1158,7 @@ async fn an_idle_worker_takes_back_a_queued_task_its_holder_has_not_started() {
     let mut client = c.jobs().await;
     let mut w = c.workers().await;
     let job = submit(&mut client, &jobs::line_search(4, 1)).await.unwrap();
-    let a = w
-        .register(pb::RegisterRequest {
-            protocol_version: ridgeline_common::proto::PROTOCOL_VERSION,
-            name: "a".into(),
-            device: "cpu".into(),
-            slots: 1,
-            lease_ahead: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let a = ridgeline_tests::register_ahead(&mut w, "a", 1).await;
     let lease = |worker: &str, free: u32, running: Vec<pb::RunningTask>| pb::LeaseRequest {
         worker_id: worker.to_string(),
         free_slots: free,
