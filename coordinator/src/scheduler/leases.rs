@@ -922,17 +922,20 @@ fn unknown_to_worker(
     ttl: i64,
     ahead: &LeaseAhead,
 ) -> Result<Vec<pb::TaskAssignment>> {
-    let mut st = tx.prepare_cached(&format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE worker_id = ?1 AND state = 'leased' AND leased_ms < ?2"
-    ))?;
-    let held = st
-        .query_map(params![worker, before], store::task_row)?
+    // The ids first: normally every one is listed, and the rows (with
+    // their specs) are not needed.
+    let mut st = tx.prepare_cached(
+        "SELECT id FROM tasks WHERE worker_id = ?1 AND state = 'leased' AND leased_ms < ?2",
+    )?;
+    let unlisted = st
+        .query_map(params![worker, before], |r| r.get::<_, String>(0))?
+        .filter(|id| !matches!(id, Ok(id) if running.iter().any(|r| &r.task_id == id)))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = vec![];
-    for mut t in held {
-        if running.iter().any(|r| r.task_id == t.id) {
+    for id in unlisted {
+        let Some(mut t) = store::get_task(tx, &id)? else {
             continue;
-        }
+        };
         let spec_json = match spec_to_send(tx, &mut t)? {
             Ok(json) => json,
             // Its lease runs out as it would have.
