@@ -209,14 +209,14 @@ impl Scheduler {
     ) -> Result<TaskRow> {
         let id = TaskId::parse("task_id", task_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
-        let t = store::one(
-            tx,
-            &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
-            [id.to_string()],
-            store::task_row,
-        )
-        .optional()?
-        .ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
+        let t = store::get_task(tx, &id.to_string())?;
+        Self::held_by(t, &id.to_string(), attempt, worker)
+    }
+
+    /// `t`, the row of the task `id` (`None`: there is none), if `worker`
+    /// holds its `attempt`; otherwise the refusal.
+    fn held_by(t: Option<TaskRow>, id: &str, attempt: u32, worker: &str) -> Result<TaskRow> {
+        let t = t.ok_or_else(|| CoordError::NotFound(format!("no task {id}")))?;
         if t.state != "leased" || t.attempt != attempt || t.worker_id != worker {
             return Err(CoordError::FailedPrecondition(format!(
                 "task {id} attempt {attempt} is not leased to worker {} (the task is {} at attempt {}): \
@@ -268,26 +268,32 @@ impl Scheduler {
                 req.next_slots
             )));
         }
+        let task_id = TaskId::parse("task_id", &req.task_id)
+            .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
+            .to_string();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let ahead = self.ahead.clone();
         self.write(move |tx, published| {
             let now = now_ms();
+            // The task's row is read, and its spec parsed, once.
+            let found = store::get_task(tx, &task_id)?;
             // A resent completion of an attempt already done is acknowledged.
-            if let Some(t) = store::get_task(tx, &req.task_id)? {
+            if let Some(t) = &found {
                 if t.state == "done" && t.attempt == req.attempt && t.worker_id == req.worker_id {
                     return Ok((vec![], vec![], false));
                 }
             }
-            // Its last measurements first, as their Report would store them.
+            let t = Self::held_by(found, &task_id, req.attempt, &req.worker_id)?;
+            let spec = parse_spec(&t)?;
+            // Its last measurements first, as their Report would store them
+            // (its lease is not renewed: it ends here).
             let reported = match &req.last_report {
-                Some(r) => store_report(tx, published, r, now, ttl)?.stored,
+                Some(r) => store_measurements(tx, published, &t, &spec, r, now)?,
                 None => false,
             };
-            let t = Self::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
             // The worker's figure, but never more than the attempt has been
             // leased (it is added to the job's cost).
             let engine_ms = (req.engine_ms.min(i64::MAX as u64) as i64).min((now - t.leased_ms).max(0));
-            let spec = TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
             if let ridgeline_common::RunOutcome::Stopped { .. } = outcome {
                 return Err(CoordError::InvalidArgument(
                     "`end.kind`: a stopped task is not complete; send Fail (or nothing) instead".into(),
@@ -1066,16 +1072,45 @@ fn store_report(
     ttl: i64,
 ) -> Result<pb::ReportResponse> {
     let t = Scheduler::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
-    let spec = TaskSpec::from_json(&t.spec)
-        .map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))?;
-    for (i, item) in req.items.iter().enumerate() {
-        check_fits(&spec, i, item)?;
-    }
+    let spec = parse_spec(&t)?;
+    let stored = store_measurements(tx, published, &t, &spec, req, now)?;
+    // A report is a sign of life: the lease is renewed.
     store::exec(
         tx,
         "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
         params![t.id, now + ttl],
     )?;
+    let job_state: String = store::one(
+        tx,
+        "SELECT state FROM jobs WHERE id = ?1",
+        [&t.job_id],
+        |r| r.get(0),
+    )?;
+    Ok(pb::ReportResponse {
+        stored,
+        stop: job_state == "cancelled",
+    })
+}
+
+/// `t`'s spec, as stored.
+fn parse_spec(t: &TaskRow) -> Result<TaskSpec> {
+    TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))
+}
+
+/// Stores the measurements of `req`, a report of the task `t` (whose
+/// `spec` they must fit), unless a report of the same seq was stored
+/// before. Returns whether they were stored.
+fn store_measurements(
+    tx: &Transaction,
+    published: &mut Vec<Published>,
+    t: &TaskRow,
+    spec: &TaskSpec,
+    req: &pb::ReportRequest,
+    now: i64,
+) -> Result<bool> {
+    for (i, item) in req.items.iter().enumerate() {
+        check_fits(spec, i, item)?;
+    }
     let fresh = store::exec(
         tx,
         "INSERT OR IGNORE INTO reports(task_id, attempt, seq) VALUES (?1, ?2, ?3)",
@@ -1112,16 +1147,7 @@ fn store_report(
             });
         }
     }
-    let job_state: String = store::one(
-        tx,
-        "SELECT state FROM jobs WHERE id = ?1",
-        [&t.job_id],
-        |r| r.get(0),
-    )?;
-    Ok(pb::ReportResponse {
-        stored: fresh,
-        stop: job_state == "cancelled",
-    })
+    Ok(fresh)
 }
 
 #[cfg(test)]

@@ -327,16 +327,12 @@ pub fn append_event(
     now_ms: i64,
     kind: pb::job_event::Kind,
 ) -> Result<pb::JobEvent> {
+    // One statement takes the number and moves the counter on.
     let seq: i64 = one(
         tx,
-        "SELECT next_seq FROM jobs WHERE id = ?1",
+        "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1",
         [job_id],
         |r| r.get(0),
-    )?;
-    exec(
-        tx,
-        "UPDATE jobs SET next_seq = next_seq + 1 WHERE id = ?1",
-        [job_id],
     )?;
     let ev = pb::JobEvent {
         seq: seq as u64,
