@@ -14,8 +14,11 @@
 //!   seven steps) and the names of its stages' curves.
 //! * [`schedule`]: learning-rate and momentum schedules as small pure
 //!   functions of the (fractional) epoch.
+//! * [`claims`]: a worker's claims of the queued tasks it starts, carried
+//!   by its next `Complete`.
 
 pub mod auth;
+pub mod claims;
 pub mod cli_config;
 pub mod ids;
 pub mod job;

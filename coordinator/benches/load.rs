@@ -61,12 +61,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
+use ridgeline_common::claims::{Claims, Ride};
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::v1::job_service_client::JobServiceClient;
 use ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient;
 use ridgeline_common::task::TaskSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -543,6 +544,7 @@ struct TaskDone {
 /// One task attempt: (sleep), then one Complete carrying the task's report
 /// and asking for the next task (with `--separate-calls`: a Report, then a
 /// Complete that asks for nothing).
+#[allow(clippy::too_many_arguments)]
 async fn run_task(
     run: Arc<Run>,
     mut client: WorkerServiceClient<Channel>,
@@ -550,7 +552,9 @@ async fn run_task(
     a: pb::TaskAssignment,
     queued: Duration,
     next_slots: u32,
-    freed: mpsc::UnboundedSender<tokio::task::Id>,
+    freed: mpsc::UnboundedSender<(tokio::task::Id, oneshot::Sender<()>)>,
+    claims: Arc<Claims>,
+    claim: Option<Ride>,
 ) -> Option<TaskDone> {
     let points = match TaskSpec::from_json(&a.spec_json) {
         Ok(TaskSpec::LineSearch(ls)) => ls.points,
@@ -563,8 +567,9 @@ async fn run_task(
             return None;
         }
     };
-    // A task leased ahead asks whether it is still ours while it works, as
-    // the real worker does, and is dropped if it was taken back.
+    // A task leased ahead learns whether it is still ours while it works,
+    // as the real worker does (its claim rides with the next Complete, else
+    // it asks StartQueued), and is dropped if it was taken back.
     let confirm = {
         let (queued, mut client) = (a.queued, client.clone());
         let request = pb::StartQueuedRequest {
@@ -575,6 +580,11 @@ async fn run_task(
         async move {
             if !queued {
                 return Ok(true);
+            }
+            if let Some(claim) = claim {
+                if let Some(answer) = claim.answer().await {
+                    return Ok(answer.start);
+                }
             }
             client
                 .start_queued(request)
@@ -613,8 +623,12 @@ async fn run_task(
         }
     }
     let work_end = Instant::now();
-    // Its slot is free for a queued task while it completes.
-    let _ = freed.send(tokio::task::id());
+    // Its slot is free for a queued task while it completes, whose claim
+    // this Complete carries.
+    let (started, queued_started) = oneshot::channel();
+    let _ = freed.send((tokio::task::id(), started));
+    let _ = tokio::time::timeout(Duration::from_millis(20), queued_started).await;
+    let carried = claims.take();
     let items = points
         .iter()
         .map(|&(index, alpha)| pb::Progress {
@@ -669,12 +683,17 @@ async fn run_task(
             engine_ms: 0,
             next_slots: if run.separate { 0 } else { next_slots },
             queued_ms: queued.as_millis() as u64,
+            queued_starts: carried.requests(),
             last_report,
         })
         .await;
     let complete_us = micros(t.elapsed());
     let next = match complete {
-        Ok(answer) => answer.into_inner().tasks,
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            carried.answer(answer.queued_starts);
+            answer.tasks
+        }
         Err(e) => {
             run.refused("Complete", e);
             return None;
@@ -720,7 +739,8 @@ async fn worker(
         /// Running tasks, and whether each still holds its slot.
         running: HashMap<tokio::task::Id, (pb::RunningTask, bool)>,
         queue: VecDeque<(pb::TaskAssignment, Instant)>,
-        freed_tx: mpsc::UnboundedSender<tokio::task::Id>,
+        freed_tx: mpsc::UnboundedSender<(tokio::task::Id, oneshot::Sender<()>)>,
+        claims: Arc<Claims>,
     }
     impl Sim {
         fn start(&mut self, task: pb::TaskAssignment) {
@@ -742,6 +762,9 @@ async fn worker(
                     task_id: task.task_id.clone(),
                     attempt: task.attempt,
                 };
+                let claim = task
+                    .queued
+                    .then(|| self.claims.claim(&task.task_id, task.attempt));
                 let h = self.tasks.spawn(run_task(
                     self.run.clone(),
                     self.client.clone(),
@@ -750,16 +773,19 @@ async fn worker(
                     since.elapsed(),
                     self.capacity,
                     self.freed_tx.clone(),
+                    self.claims.clone(),
+                    claim,
                 ));
                 self.running.insert(h.id(), (r, true));
                 self.started.get_or_insert_with(Instant::now);
             }
         }
-        fn freed(&mut self, id: tokio::task::Id) {
+        fn freed(&mut self, (id, started): (tokio::task::Id, oneshot::Sender<()>)) {
             if let Some((_, in_slot)) = self.running.get_mut(&id) {
                 *in_slot = false;
             }
             self.start_queued();
+            let _ = started.send(());
         }
         fn reap(&mut self, j: Joined, lat: &mut Latencies) {
             let id = match &j {
@@ -785,6 +811,7 @@ async fn worker(
         running: HashMap::new(),
         queue: VecDeque::new(),
         freed_tx,
+        claims: Arc::default(),
     };
     let mut lat = Latencies::default();
     let mut next_beat = Instant::now();

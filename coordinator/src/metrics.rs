@@ -40,7 +40,8 @@ pub struct Metrics {
     leases_expired: Counter,
     events: Counter,
     reports: Counter,
-    /// StartQueued answers: started, or refused (taken back).
+    /// Claims of queued tasks answered: started, or refused (taken back);
+    /// asked by StartQueued or carried by a Complete.
     queued_starts: Family<Labels, Counter>,
     lease_seconds: Histogram,
     wait_seconds: Histogram,
@@ -96,7 +97,7 @@ impl Metrics {
         let queued_starts = Family::<Labels, Counter>::default();
         registry.register(
             "queued_starts",
-            "Workers asking to start a task they held queued (leased ahead), by answer: started, or refused (taken back for an idle worker)",
+            "Workers asking to start a task they held queued (leased ahead), by answer (started, or refused: taken back for an idle worker) and by the call that asked (start_queued, or complete: carried by a completion)",
             queued_starts.clone(),
         );
         // 0.1 ms … ~0.4 s.
@@ -173,11 +174,13 @@ impl Metrics {
         self.wait_seconds.observe(ms as f64 / 1e3);
     }
 
-    /// A StartQueued answered: `start` or refused.
-    pub fn queued_start(&self, start: bool) {
+    /// A claim of a queued task answered: `start` or refused; asked by
+    /// StartQueued, or carried by a Complete (`carried`).
+    pub fn queued_start(&self, start: bool, carried: bool) {
         let answer = if start { "started" } else { "refused" };
+        let via = if carried { "complete" } else { "start_queued" };
         self.queued_starts
-            .get_or_create(&vec![("answer", answer)])
+            .get_or_create(&vec![("answer", answer), ("via", via)])
             .inc();
     }
 
@@ -231,9 +234,9 @@ mod tests {
         m.leases_expired(2);
         drop(m.lease_timer());
         m.task_waited(1500);
-        m.queued_start(true);
-        m.queued_start(false);
-        m.queued_start(false);
+        m.queued_start(true, true);
+        m.queued_start(false, false);
+        m.queued_start(false, false);
         let text = m.render(&Snapshot {
             workers: vec![("active", 3), ("lost", 1)],
             tasks: vec![("pending", 7)],
@@ -249,8 +252,8 @@ mod tests {
             "ridgeline_lease_duration_seconds_count 1",
             "ridgeline_task_wait_seconds_count 1",
             "ridgeline_task_wait_seconds_sum 1.5",
-            "ridgeline_queued_starts_total{answer=\"started\"} 1",
-            "ridgeline_queued_starts_total{answer=\"refused\"} 2",
+            "ridgeline_queued_starts_total{answer=\"started\",via=\"complete\"} 1",
+            "ridgeline_queued_starts_total{answer=\"refused\",via=\"start_queued\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -289,6 +289,7 @@ async fn a_full_disk_refuses_changes_clearly_and_loses_nothing() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await

@@ -782,9 +782,10 @@ points_per_task = 24
 
 /// Two slow line-search tasks. Worker a, alone, holds the first running and
 /// the second queued; worker b then starts, finds nothing ready and takes
-/// the queued one back. When a's slot frees, its StartQueued is refused and
-/// it drops the task unstarted: each task runs once, the second on b at
-/// attempt 2, and nothing waits for a lease to expire.
+/// the queued one back. When a's slot frees, its claim (carried by the
+/// first task's Complete) is refused and it drops the task unstarted: each
+/// task runs once, the second on b at attempt 2, and nothing waits for a
+/// lease to expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_takes_back_a_task_queued_on_a_busy_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -834,10 +835,11 @@ async fn an_idle_worker_takes_back_a_task_queued_on_a_busy_one() {
     assert_eq!(first.attempt, 1, "{s:#?}");
     assert_eq!(second.attempt, 2, "taken back once: {s:#?}");
     assert_ne!(first.worker_id, second.worker_id, "{s:#?}");
-    // a asked to start it and was refused (it did not run a stale copy).
+    // a claimed it as its first task's engine work ended, in that task's
+    // Complete, and was refused (it did not run a stale copy).
     let metrics = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
     assert!(
-        metrics.contains("ridgeline_queued_starts_total{answer=\"refused\"} 1"),
+        metrics.contains("ridgeline_queued_starts_total{answer=\"refused\",via=\"complete\"} 1"),
         "{metrics}"
     );
     assert!(!metrics.contains("answer=\"started\""), "{metrics}");

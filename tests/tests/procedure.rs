@@ -351,6 +351,7 @@ async fn scripted_worker(
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await

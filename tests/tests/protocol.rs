@@ -215,6 +215,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
             engine_ms: 0,
             next_slots: 0,
             queued_ms: 0,
+            queued_starts: vec![],
             last_report: None,
         })
         .await
@@ -247,6 +248,7 @@ async fn expired_leases_move_on_and_stale_reports_are_refused() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await
@@ -321,6 +323,7 @@ async fn a_late_watcher_sees_every_event_in_order_then_live_ones() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await
@@ -639,6 +642,7 @@ async fn a_retried_attempt_replaces_the_abandoned_one_s_measurements() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await
@@ -697,6 +701,7 @@ async fn malformed_completions_are_refused_and_do_not_block_scheduling() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     };
     let err = w
@@ -844,6 +849,7 @@ async fn a_worker_that_fails_everything_is_quarantined() {
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await
@@ -1014,6 +1020,7 @@ async fn a_completion_leases_the_next_task_within_the_worker_s_slots() {
         engine_ms: 0,
         next_slots,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     };
     let t1 = lease_one(&mut w, &a).await;
@@ -1114,6 +1121,7 @@ async fn a_worker_holds_tasks_ahead_only_from_a_job_with_tasks_to_spare() {
         }),
         next_slots: 2,
         queued_ms,
+        queued_starts: vec![],
         ..Default::default()
     };
 
@@ -1304,6 +1312,148 @@ async fn an_idle_worker_takes_back_a_queued_task_its_holder_has_not_started() {
     c.stop().await;
 }
 
+/// The claim of a queued task can ride with the Complete its worker sends
+/// as the task starts (`queued_starts`), answered as StartQueued would be,
+/// in order: a claimed task is no longer taken back, a task taken back is
+/// refused, an unknown one is refused without refusing the completion, and
+/// a malformed id refuses the whole call and stores nothing.
+#[tokio::test]
+async fn a_completion_carries_the_claims_of_the_queued_tasks_its_worker_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    let job = submit(&mut client, &jobs::line_search(4, 1)).await.unwrap();
+    let a = ridgeline_tests::register_ahead(&mut w, "a", 1).await;
+    let held = w
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 2,
+            running: vec![],
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(held.len(), 2, "a slot and a queue place: {held:?}");
+    let (t1, t2) = (&held[0], &held[1]);
+    assert!(t2.queued, "{held:?}");
+    let running = |t: &pb::TaskAssignment| pb::RunningTask {
+        task_id: t.task_id.clone(),
+        attempt: t.attempt,
+    };
+    let done =
+        |worker: &str, t: &pb::TaskAssignment, next_slots: u32, claims: Vec<pb::RunningTask>| {
+            pb::CompleteRequest {
+                worker_id: worker.to_string(),
+                task_id: t.task_id.clone(),
+                attempt: t.attempt,
+                end: Some(pb::RunEnd {
+                    kind: pb::run_end::Kind::Completed as i32,
+                    ..Default::default()
+                }),
+                next_slots,
+                queued_starts: claims,
+                ..Default::default()
+            }
+        };
+
+    // t1 ends and a starts t2 in its slot: t1's Complete claims t2, and
+    // refills a's queue with t3.
+    let answer = w
+        .complete(done(&a, t1, 2, vec![running(t2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.queued_starts.len(), 1, "{answer:?}");
+    assert!(answer.queued_starts[0].start, "{answer:?}");
+    assert_eq!(answer.tasks.len(), 1, "{answer:?}");
+    let t3 = &answer.tasks[0];
+    assert!(t3.queued, "{answer:?}");
+
+    // b takes the last ready task, then falls idle: of a's two tasks it
+    // takes back t3, which a has not claimed, never t2, which it has.
+    let b = register(&mut w, "b").await;
+    let t4 = lease_one(&mut w, &b).await;
+    let taken = w
+        .complete(done(&b, &t4, 1, vec![]))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(
+        (taken[0].task_id.as_str(), taken[0].attempt),
+        (t3.task_id.as_str(), 2)
+    );
+
+    // A malformed claim refuses the whole completion, naming the field;
+    // t2 is still leased (nothing was stored).
+    let mut bad = running(t3);
+    bad.task_id = "not-a-task".into();
+    let err = w
+        .complete(done(&a, t2, 0, vec![running(t3), bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("queued_starts.task_id") && err.message().contains("entry 1"),
+        "{}",
+        err.message()
+    );
+    // t2 ends and a starts t3: refused, taken back; an unknown task is
+    // refused too, and t2's completion is stored all the same.
+    let unknown = pb::RunningTask {
+        task_id: ridgeline_common::TaskId::new().to_string(),
+        attempt: 1,
+    };
+    let answer = w
+        .complete(done(&a, t2, 0, vec![running(t3), unknown]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.queued_starts.len(), 2, "{answer:?}");
+    assert!(
+        !answer.queued_starts[0].start && answer.queued_starts[0].reason.contains("taken back"),
+        "{answer:?}"
+    );
+    assert!(
+        !answer.queued_starts[1].start && answer.queued_starts[1].reason.contains("no task"),
+        "{answer:?}"
+    );
+    // Asked again, the answer is the same.
+    let again = w
+        .start_queued(pb::StartQueuedRequest {
+            worker_id: a.clone(),
+            task_id: t3.task_id.clone(),
+            attempt: t3.attempt,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.start, "{again:?}");
+    w.complete(done(&b, &taken[0], 0, vec![])).await.unwrap();
+    let end = ridgeline_tests::wait_for_end(&mut client, &job, Duration::from_secs(30)).await;
+    assert_eq!(end.state, pb::JobState::Succeeded as i32, "{end:?}");
+    let by_id = |id: &str| end.tasks.iter().find(|t| t.task_id == id).unwrap();
+    assert_eq!(
+        (
+            by_id(&t2.task_id).attempt,
+            by_id(&t2.task_id).worker_id.as_str()
+        ),
+        (1, a.as_str())
+    );
+    assert_eq!(
+        (
+            by_id(&t3.task_id).attempt,
+            by_id(&t3.task_id).worker_id.as_str()
+        ),
+        (2, b.as_str())
+    );
+    c.stop().await;
+}
+
 /// A task whose assignment never reached its worker (the answer was lost)
 /// is sent again by the worker's next heartbeat that does not list it,
 /// same attempt, rather than left to wait for its lease to expire; a task
@@ -1404,6 +1554,7 @@ async fn a_completion_can_carry_the_attempt_s_last_report() {
         engine_ms: 0,
         next_slots: 1,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: Some(pb::ReportRequest {
             worker_id: a.clone(),
             task_id: t.task_id.clone(),

@@ -192,6 +192,7 @@ impl Fixture {
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await
@@ -569,6 +570,8 @@ enum Call {
         end: Option<pb::RunEnd>,
         checkpoint_hash: String,
         epochs_trained: u32,
+        /// Claims of queued tasks carried along.
+        claims: Vec<Target>,
     },
     Fail {
         to: Target,
@@ -633,6 +636,7 @@ impl Call {
                 "end",
                 "checkpoint_hash",
                 "epochs_trained",
+                "queued_starts",
             ],
             Call::Fail { .. } => &["worker_id", "task_id", "attempt", "message"],
             Call::StartQueued { .. } => &["worker_id", "task_id", "attempt"],
@@ -790,13 +794,15 @@ fn worker_call(k: &Known) -> BoxedStrategy<Call> {
         prop::option::weighted(0.8, run_end()),
         checkpoint,
         any_u32(),
+        prop::collection::vec(target(k), 0..3),
     )
         .prop_map(
-            |(to, end, checkpoint_hash, epochs_trained)| Call::Complete {
+            |(to, end, checkpoint_hash, epochs_trained, claims)| Call::Complete {
                 to,
                 end,
                 checkpoint_hash,
                 epochs_trained,
+                claims,
             },
         );
     let fail = (target(k), odd_text(), any::<bool>(), any::<bool>()).prop_map(
@@ -1006,8 +1012,16 @@ async fn send(
             end,
             checkpoint_hash,
             epochs_trained,
+            claims,
         } => {
             let (worker_id, task_id, attempt) = resolve(&to);
+            let queued_starts = claims
+                .iter()
+                .map(|c| {
+                    let (_, task_id, attempt) = resolve(c);
+                    pb::RunningTask { task_id, attempt }
+                })
+                .collect();
             w.complete(pb::CompleteRequest {
                 worker_id,
                 task_id,
@@ -1018,6 +1032,7 @@ async fn send(
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts,
                 last_report: None,
             })
             .await
@@ -1373,6 +1388,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await;
@@ -1436,6 +1452,7 @@ async fn reports_for_tasks_not_held_or_of_another_attempt_are_refused_and_not_re
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await
@@ -1599,6 +1616,7 @@ async fn measurements_a_task_cannot_have_made_are_refused_naming_the_field() {
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await,
@@ -1895,6 +1913,7 @@ async fn nan_and_infinite_metrics_are_recorded_as_sent_and_end_in_divergence() {
         engine_ms: 0,
         next_slots: 0,
         queued_ms: 0,
+        queued_starts: vec![],
         last_report: None,
     })
     .await

@@ -192,6 +192,7 @@ impl Worker {
                 engine_ms: 0,
                 next_slots: 0,
                 queued_ms: 0,
+                queued_starts: vec![],
                 last_report: None,
             })
             .await

@@ -271,6 +271,41 @@ impl Scheduler {
         let task_id = TaskId::parse("task_id", &req.task_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
             .to_string();
+        if req.queued_starts.len() > MAX_SLOTS as usize {
+            return Err(CoordError::InvalidArgument(format!(
+                "`queued_starts`: {} tasks, more than a worker can hold ({MAX_SLOTS})",
+                req.queued_starts.len()
+            )));
+        }
+        let mut claims = Vec::with_capacity(req.queued_starts.len());
+        for (i, r) in req.queued_starts.iter().enumerate() {
+            let id = TaskId::parse("queued_starts.task_id", &r.task_id)
+                .map_err(|e| CoordError::InvalidArgument(format!("{e} (entry {i})")))?;
+            claims.push((id.to_string(), r.attempt));
+        }
+        // The queued tasks it started are settled first, from memory, as
+        // StartQueued would: they do not wait for this completion's commit.
+        let queued_starts = if claims.is_empty() {
+            vec![]
+        } else {
+            let worker = WorkerId::parse("worker_id", &req.worker_id)
+                .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
+                .to_string();
+            claims
+                .iter()
+                .map(
+                    |(task, attempt)| match self.claim_queued(&worker, task, *attempt, true) {
+                        // Refused as StartQueued would be, without refusing
+                        // the completion.
+                        Err(CoordError::NotFound(reason)) => Ok(pb::StartQueuedResponse {
+                            start: false,
+                            reason,
+                        }),
+                        answer => answer,
+                    },
+                )
+                .collect::<Result<Vec<_>>>()?
+        };
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let ahead = self.ahead.clone();
         self.write(move |tx, published| {
@@ -412,7 +447,10 @@ impl Scheduler {
             for ms in waits {
                 self.metrics().task_waited(ms);
             }
-            pb::CompleteResponse { tasks }
+            pb::CompleteResponse {
+                tasks,
+                queued_starts,
+            }
         })
     }
 
@@ -452,33 +490,46 @@ impl Scheduler {
         let task = TaskId::parse("task_id", &req.task_id)
             .map_err(|e| CoordError::InvalidArgument(e.to_string()))?
             .to_string();
+        self.claim_queued(&worker, &task, req.attempt, false)
+    }
+
+    /// Settles `worker`'s start of `task`'s `attempt`, which it held queued
+    /// (StartQueued, and Complete's `queued_starts`): from memory, else
+    /// from the store. `carried`: by a Complete (for the metrics).
+    fn claim_queued(
+        &self,
+        worker: &str,
+        task: &str,
+        attempt: u32,
+        carried: bool,
+    ) -> Result<pb::StartQueuedResponse> {
         let refused = |reason: String| pb::StartQueuedResponse {
             start: false,
             reason,
         };
-        let answer = match self.ahead.start(&task, &worker, req.attempt) {
+        let answer = match self.ahead.start(task, worker, attempt) {
             StartAnswer::Start => pb::StartQueuedResponse {
                 start: true,
                 reason: String::new(),
             },
             StartAnswer::TakenBack => {
-                refused(format!("task {task} attempt {} was taken back for an idle worker", req.attempt))
+                refused(format!("task {task} attempt {attempt} was taken back for an idle worker"))
             }
-            StartAnswer::Unknown => match store::get_task(&self.read(), &task)? {
-                Some(t) if t.state == "leased" && t.worker_id == worker && t.attempt == req.attempt => {
+            StartAnswer::Unknown => match store::get_task(&self.read(), task)? {
+                Some(t) if t.state == "leased" && t.worker_id == worker && t.attempt == attempt => {
                     pb::StartQueuedResponse {
                         start: true,
                         reason: String::new(),
                     }
                 }
                 Some(t) => refused(format!(
-                    "task {task} attempt {} is not leased to this worker (the task is {} at attempt {})",
-                    req.attempt, t.state, t.attempt
+                    "task {task} attempt {attempt} is not leased to this worker (the task is {} at attempt {})",
+                    t.state, t.attempt
                 )),
                 None => return Err(CoordError::NotFound(format!("no task {task}"))),
             },
         };
-        self.metrics().queued_start(answer.start);
+        self.metrics().queued_start(answer.start, carried);
         Ok(answer)
     }
 

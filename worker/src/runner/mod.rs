@@ -37,11 +37,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ridgeline_common::auth::Bearer;
+use ridgeline_common::claims::Claims;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
 use ridgeline_common::spec::DataRoots;
 use ridgeline_common::tls::ClientTls;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -183,9 +184,20 @@ pub(crate) struct Shared {
     /// What a finishing task's `Complete` asks for: every slot and queue
     /// place (the coordinator subtracts what the worker holds).
     pub(crate) capacity: u32,
-    /// A task whose engine work is over sends its id here: its slot is
-    /// free for a queued task while it uploads and completes.
-    pub(crate) freed: mpsc::UnboundedSender<tokio::task::Id>,
+    /// A task whose engine work is over says so here: its slot is free
+    /// for a queued task while it uploads and completes.
+    pub(crate) freed: mpsc::UnboundedSender<Freed>,
+    /// Claims of queued tasks just started, for the next `Complete` to
+    /// carry.
+    pub(crate) claims: Arc<Claims>,
+}
+
+/// A running task's slot is free (its engine work is over).
+pub(crate) struct Freed {
+    pub(crate) id: tokio::task::Id,
+    /// Told once the queued task that takes the slot (if any) has made
+    /// its claim, so that the freeing task's `Complete` carries it.
+    pub(crate) started: oneshot::Sender<()>,
 }
 
 /// Runs a worker until `shutdown` is cancelled (then lets running tasks
@@ -263,6 +275,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         accepting: AtomicBool::new(true),
         capacity: u32::try_from(config.slots + config.lease_ahead).unwrap_or(u32::MAX),
         freed,
+        claims: Arc::default(),
     });
     // `worker_name`, not `name`: JSON logs give each span a `name` (its own).
     let span =
@@ -349,8 +362,8 @@ struct Leaser {
     running: HashMap<tokio::task::Id, Running>,
     /// Tasks leased ahead, started in order as slots free.
     queue: VecDeque<Queued>,
-    /// Ids of running tasks whose engine work is over.
-    freed: mpsc::UnboundedReceiver<tokio::task::Id>,
+    /// Running tasks whose engine work is over.
+    freed: mpsc::UnboundedReceiver<Freed>,
     /// Shutting down: tasks leased now are handed straight back.
     draining: bool,
     span: tracing::Span,
@@ -375,8 +388,8 @@ impl Leaser {
         // Complete already brought the next task needs no Lease before it.
         let mut next_beat = Instant::now();
         loop {
-            while let Ok(id) = self.freed.try_recv() {
-                self.free_slot(id);
+            while let Ok(freed) = self.freed.try_recv() {
+                self.free_slot(freed);
             }
             while let Some(joined) = self.tasks.try_join_next_with_id() {
                 self.reap(joined);
@@ -512,7 +525,7 @@ impl Leaser {
                     self.reap(joined);
                 }
                 // A task's engine work is over: a queued task takes its slot.
-                Some(id) = self.freed.recv() => self.free_slot(id),
+                Some(freed) = self.freed.recv() => self.free_slot(freed),
             }
         }
     }
@@ -637,13 +650,14 @@ impl Leaser {
         }
     }
 
-    /// The engine work of the task `id` is over: its slot goes to the next
-    /// queued task.
-    fn free_slot(&mut self, id: tokio::task::Id) {
-        if let Some(r) = self.running.get_mut(&id) {
+    /// The engine work of a task is over: its slot goes to the next queued
+    /// task, which claims it before the freeing task is told to complete.
+    fn free_slot(&mut self, freed: Freed) {
+        if let Some(r) = self.running.get_mut(&freed.id) {
             r.in_slot = false;
         }
         self.start_queued();
+        let _ = freed.started.send(());
     }
 
     fn spawn(&mut self, assignment: pb::TaskAssignment, queued: Duration, refuse: bool) {
@@ -660,7 +674,12 @@ impl Leaser {
             control.stop(StopReason::Shutdown);
             futures::future::Either::Left(task::refuse(shared, assignment, control))
         } else {
-            futures::future::Either::Right(task::run(shared, assignment, control, queued))
+            // A task leased ahead claims its start now, for the next
+            // Complete to carry (see `claims`).
+            let claim = assignment
+                .queued
+                .then(|| shared.claims.claim(&assignment.task_id, assignment.attempt));
+            futures::future::Either::Right(task::run(shared, assignment, control, queued, claim))
         };
         let handle = self.tasks.spawn(future.instrument(self.span.clone()));
         self.running.insert(handle.id(), running);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ridgeline_common::claims::Ride;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::task::{DirectionSpec, TaskSpec};
 use ridgeline_common::RunOutcome;
@@ -18,7 +19,7 @@ use super::artifacts::{self, TransferError};
 use super::reporter::{Held, Reporter, ReporterEnd};
 use super::rpc::{self, Backoff, Refusal};
 use super::work::{self, Searched, Trained};
-use super::Shared;
+use super::{Freed, Shared};
 
 /// The message of the `Fail` sent for each task abandoned at shutdown.
 pub(crate) const SHUTDOWN_MESSAGE: &str = "worker shutting down";
@@ -127,6 +128,7 @@ pub(crate) async fn run(
     assignment: pb::TaskAssignment,
     control: Arc<TaskControl>,
     queued: Duration,
+    claim: Option<Ride>,
 ) -> Vec<pb::TaskAssignment> {
     let span = task_span(&shared, &assignment);
     async move {
@@ -138,7 +140,7 @@ pub(crate) async fn run(
         let ending = tokio::select! {
             biased;
             () = shared.hard_stop.cancelled() => Ending::Shutdown,
-            ending = execute(&shared, &assignment, &control, queued) => ending,
+            ending = execute(&shared, &assignment, &control, queued, claim) => ending,
         };
         let ending = match ending {
             Ending::Stopped if control.reason() == Some(StopReason::Shutdown) => Ending::Shutdown,
@@ -220,16 +222,35 @@ pub(crate) async fn refuse(
 /// How many times a StartQueued that got no answer is tried.
 const START_TRIES: u32 = 3;
 
-/// Asks the coordinator whether a task leased ahead is still this
-/// worker's, i.e. was not taken back for another worker (`StartQueued`).
-/// `None`: it is (or the coordinator could not be asked: then, should it
-/// have been taken back, its reports are refused and it stops). Else the
-/// task is stopped, and this is how it ends.
+/// How long a finishing task's Complete waits for the lease loop to start
+/// the queued task that takes its slot (normally microseconds), so that it
+/// carries that task's claim.
+const STARTED_WAIT: Duration = Duration::from_millis(20);
+
+/// Learns whether a task leased ahead is still this worker's, i.e. was
+/// not taken back for another worker: from the `Complete` that carried its
+/// claim, else by asking `StartQueued`. `None`: it is (or the coordinator
+/// could not be asked: then, should it have been taken back, its reports
+/// are refused and it stops). Else the task is stopped, and this is how it
+/// ends.
 async fn confirm_start(
     shared: &Arc<Shared>,
     assignment: &pb::TaskAssignment,
     control: &Arc<TaskControl>,
+    claim: Option<Ride>,
 ) -> Option<Ending> {
+    let taken_back = |answer: pb::StartQueuedResponse| {
+        tracing::info!(reason = %answer.reason, "a queued task was taken back: dropped unstarted");
+        control.stop(StopReason::LeaseLost);
+        Some(Ending::Stopped)
+    };
+    if let Some(claim) = claim {
+        match claim.answer().await {
+            Some(answer) if answer.start => return None,
+            Some(answer) => return taken_back(answer),
+            None => {}
+        }
+    }
     let mut backoff = Backoff::new();
     let mut tries = 0;
     loop {
@@ -246,11 +267,7 @@ async fn confirm_start(
         .await
         {
             Ok(answer) if answer.start => return None,
-            Ok(answer) => {
-                tracing::info!(reason = %answer.reason, "a queued task was taken back: dropped unstarted");
-                control.stop(StopReason::LeaseLost);
-                return Some(Ending::Stopped);
-            }
+            Ok(answer) => return taken_back(answer),
             Err(status) => status,
         };
         match rpc::classify(&status) {
@@ -276,8 +293,10 @@ async fn execute(
     assignment: &pb::TaskAssignment,
     control: &Arc<TaskControl>,
     queued: Duration,
+    claim: Option<Ride>,
 ) -> Ending {
-    // A task leased ahead asks whether it is still ours (StartQueued) and
+    // A task leased ahead claims its start (the claim rides with the
+    // Complete of the task that freed its slot, or goes as StartQueued) and
     // does not wait for the answer: it is needed only before the upload and
     // Complete. A refusal stops the task at its next step, so a task taken
     // back costs this worker a round trip of work, never a whole chunk; and
@@ -285,7 +304,7 @@ async fn execute(
     // (which the coordinator commits after it answered).
     let confirmed = assignment.queued.then(|| {
         let (shared, assignment, control) = (shared.clone(), assignment.clone(), control.clone());
-        tokio::spawn(async move { confirm_start(&shared, &assignment, &control).await })
+        tokio::spawn(async move { confirm_start(&shared, &assignment, &control, claim).await })
     });
     let mut spec = match TaskSpec::from_json(&assignment.spec_json) {
         Ok(s) => s,
@@ -411,9 +430,10 @@ async fn execute(
     };
     let engine_ms = engine_started.elapsed().as_millis() as u64;
     // What is left (the upload, the last reports, Complete) needs no slot:
-    // a queued task may start now.
+    // a queued task may start now, and its claim ride with this Complete.
+    let (started, queued_started) = tokio::sync::oneshot::channel();
     if let Some(id) = tokio::task::try_id() {
-        let _ = shared.freed.send(id);
+        let _ = shared.freed.send(Freed { id, started });
     }
     if let Some(confirmed) = confirmed {
         match confirmed.await {
@@ -504,6 +524,10 @@ async fn execute(
     if control.is_stopped() {
         return Ending::Stopped;
     }
+    // The queued task that took this slot has claimed its start by now
+    // (the lease loop says so at once, unless it is in a call: then the
+    // claim goes on its own).
+    let _ = tokio::time::timeout(STARTED_WAIT, queued_started).await;
     let request = pb::CompleteRequest {
         worker_id: String::new(),
         task_id: assignment.task_id.clone(),
@@ -529,13 +553,23 @@ async fn execute(
             seq,
             items,
         }),
+        queued_starts: vec![],
     };
     complete(shared, request, control).await
 }
 
 /// Sends `Complete`, resending through coordinator outages (a resent
 /// completion of an attempt already done is acknowledged).
-async fn complete(shared: &Shared, request: pb::CompleteRequest, control: &TaskControl) -> Ending {
+async fn complete(
+    shared: &Shared,
+    mut request: pb::CompleteRequest,
+    control: &TaskControl,
+) -> Ending {
+    // The queued tasks started meanwhile ask whether they are still ours
+    // in the same call (their claims go unanswered, to ask StartQueued, if
+    // it brings no answer).
+    let carried = shared.claims.take();
+    request.queued_starts = carried.requests();
     let mut backoff = Backoff::new();
     loop {
         let mut request = request.clone();
@@ -544,7 +578,10 @@ async fn complete(shared: &Shared, request: pb::CompleteRequest, control: &TaskC
             r.worker_id = request.worker_id.clone();
         }
         match rpc::call(rpc::RPC_TIMEOUT, shared.client.clone().complete(request)).await {
-            Ok(answer) => return Ending::Completed(answer.tasks),
+            Ok(answer) => {
+                carried.answer(answer.queued_starts);
+                return Ending::Completed(answer.tasks);
+            }
             Err(status) => match rpc::classify(&status) {
                 Refusal::Transient => {
                     tracing::warn!(error = %rpc::describe(&status), "completion not delivered; resending");
