@@ -17,9 +17,10 @@
 //!   A worker does what the real one does: Register, then Lease (the
 //!   heartbeat) with its free slots and its running tasks; for each task one
 //!   Complete that carries its report (one line-search point) and leases the
-//!   next task; a Lease as soon as a slot is still free after a task, else
-//!   after the heartbeat interval. One WatchJob stream watches the first
-//!   job.
+//!   next task; a Lease as soon as a slot is still free after a task (a
+//!   long poll: the coordinator may hold it until a task is ready), else
+//!   after the heartbeat interval. A task leased ahead claims its start in
+//!   the next Complete. One WatchJob stream watches the first job.
 //! * **overhead**: `--overhead-tasks K` tasks of `--overhead-ms T` ms on
 //!   `--overhead-slots N` one-slot workers; wall time from the first lease to
 //!   the last acknowledged Complete against the ideal K·T/N.
@@ -75,6 +76,9 @@ use tonic::transport::{Channel, Endpoint};
 /// Tasks per submitted job (a job may hold 20,000; a line search 10,000
 /// points per replicate).
 const TASKS_PER_JOB: usize = 10_000;
+/// The longest a simulated worker's Lease waits for work (the real
+/// worker's `LONG_POLL_MAX`).
+const LONG_POLL_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -836,6 +840,13 @@ async fn worker(
             }
             continue;
         }
+        // With an idle slot the coordinator may hold the answer until a
+        // task is ready (a long poll), as for the real worker.
+        let wait = if idle_slot {
+            heartbeat.min(LONG_POLL_MAX)
+        } else {
+            Duration::ZERO
+        };
         let request = pb::LeaseRequest {
             worker_id: id.clone(),
             free_slots: sim.capacity.saturating_sub(held),
@@ -848,7 +859,7 @@ async fn worker(
                     attempt: t.attempt,
                 }))
                 .collect(),
-            wait_ms: 0,
+            wait_ms: wait.as_millis() as u32,
         };
         let t = Instant::now();
         let mut lease_client = client.clone();
@@ -857,11 +868,15 @@ async fn worker(
             () = run.stop.cancelled() => break,
         };
         next_beat = t + heartbeat;
-        let mut pause = heartbeat;
+        // After a long poll that found nothing, look again at once.
+        let mut pause = heartbeat.saturating_sub(t.elapsed());
         match answer {
             Ok(a) => {
-                lat.lease.push(micros(t.elapsed()));
                 let a = a.into_inner();
+                // A long poll's wait for work is not the lease's latency.
+                if wait.is_zero() || !a.tasks.is_empty() {
+                    lat.lease.push(micros(t.elapsed()));
+                }
                 // A queued task taken back for another worker is dropped.
                 sim.queue.retain(|(t, _)| !a.stop.contains(&t.task_id));
                 for task in a.tasks {

@@ -995,6 +995,97 @@ async fn a_long_poll_lease_gets_a_task_submitted_while_it_waits() {
     c.stop().await;
 }
 
+/// A Lease waiting for work is woken by a commit that may have made a
+/// task ready (here a training chunk, released by its predecessor's
+/// Complete), not by every commit: reports that ready nothing leave it
+/// waiting, without looking at the queue again. (Woken by every commit, a
+/// thousand idle workers each ran a Lease per batch while the others
+/// finished a stage.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_wakes_for_work_made_ready_not_for_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = ridgeline_tests::free_addr();
+    let mut config = ridgeline_coordinator::ServerConfig::new(dir.path());
+    config.scheduler.heartbeat_interval = Duration::from_secs(60);
+    config.http = Some(http);
+    let c = Coordinator::start_with("127.0.0.1:0".parse().unwrap(), config).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    // One run of two one-epoch chunks: the second waits for the first.
+    submit(&mut client, &jobs::lr_ramp(1, 2, 1)).await.unwrap();
+    let b = register(&mut w, "b").await;
+    let first = lease_one(&mut w, &b).await;
+    let a = register(&mut w, "a").await;
+    // Passes over the queue so far (each Lease look is timed).
+    let passes = || async move {
+        let text = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
+        text.lines()
+            .find_map(|l| l.strip_prefix("ridgeline_lease_duration_seconds_count "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no lease count in\n{text}"))
+    };
+    let before = passes().await;
+    let waiting = {
+        let (mut w, a) = (w.clone(), a.clone());
+        tokio::spawn(async move {
+            w.lease(pb::LeaseRequest {
+                worker_id: a,
+                free_slots: 1,
+                running: vec![],
+                wait_ms: 60_000,
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Five reports, five commits with an event each, none readies a task.
+    for seq in 1..=5 {
+        w.report(report(&b, &first, seq, 1)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered with nothing ready");
+    assert_eq!(
+        passes().await - before,
+        1,
+        "the waiting Lease looked again after commits that readied nothing"
+    );
+    // The first chunk completes with its checkpoint: the second is ready,
+    // and the waiting Lease gets it at once.
+    let data = b"the first chunk's checkpoint".to_vec();
+    let hash = ridgeline_worker::engine::artifact::content_hash(&data);
+    w.upload_artifact(tokio_stream::iter(vec![pb::ArtifactChunk {
+        hash: hash.clone(),
+        size: data.len() as u64,
+        data,
+    }]))
+    .await
+    .unwrap();
+    w.complete(pb::CompleteRequest {
+        worker_id: b.clone(),
+        task_id: first.task_id.clone(),
+        attempt: first.attempt,
+        end: Some(pb::RunEnd {
+            kind: pb::run_end::Kind::Completed as i32,
+            epoch: 1,
+            ..Default::default()
+        }),
+        checkpoint_hash: hash,
+        epochs_trained: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting Lease was not woken by the released chunk")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.tasks.len(), 1, "{got:?}");
+    assert_ne!(got.tasks[0].task_id, first.task_id, "{got:?}");
+    c.stop().await;
+}
+
 /// A Complete with `next_slots` leases the worker's next task in the same
 /// call (the real worker's steady state: no Lease between two tasks), never
 /// beyond the slots it registered; a resent Complete leases nothing more,

@@ -1,6 +1,7 @@
 //! Worker-facing operations: registration, leases and heartbeats, reports,
 //! completions, failures, and lease expiry.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prost::Message;
@@ -307,7 +308,7 @@ impl Scheduler {
                 .collect::<Result<Vec<_>>>()?
         };
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        let ahead = self.ahead.clone();
+        let (ahead, released) = (self.ahead.clone(), self.released.clone());
         self.write(move |tx, published| {
             let now = now_ms();
             // The task's row is read, and its spec parsed, once.
@@ -365,8 +366,11 @@ impl Scheduler {
                  WHERE id = ?1",
                 params![t.id, req.checkpoint_hash, now, engine_ms, started_ms],
             )?;
-            // The run's next chunk can start now.
-            store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])?;
+            // The run's next chunk can start now: Leases waiting for work
+            // are woken once this is committed.
+            if store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])? > 0 {
+                released.store(true, Ordering::Relaxed);
+            }
             store::exec(tx,
                 "UPDATE jobs SET epochs_trained = epochs_trained + ?2, engine_ms = engine_ms + ?3 WHERE id = ?1",
                 params![t.job_id, req.epochs_trained as i64, engine_ms],

@@ -31,6 +31,7 @@
 //! * [`transitions`]: the state changes both share (re-queue or fail,
 //!   cancel the rest, finish a job) and the status summary.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -104,9 +105,13 @@ pub struct Scheduler {
     /// Where a job's data files may be (`serve --data-root`).
     data_roots: DataRoots,
     metrics: Arc<Metrics>,
-    /// Woken after every committed batch of changes: Leases waiting for
-    /// work look again (see `lease`).
+    /// Woken after a committed batch of changes that may have made a task
+    /// ready: Leases waiting for work look again (see `lease`).
     work_ready: Arc<tokio::sync::Notify>,
+    /// Set by a change that made a task ready without an event of its own
+    /// (a chunk whose predecessor is done); read and cleared when its batch
+    /// is committed.
+    released: Arc<AtomicBool>,
     /// When a worker may hold tasks beyond its slots (used by the writer).
     ahead: Arc<ahead::LeaseAhead>,
 }
@@ -160,6 +165,16 @@ fn task_event(t: &TaskRow, state: &str, message: &str) -> pb::job_event::Kind {
     })
 }
 
+/// Whether a committed event may have made a task ready to lease: a job
+/// submitted, a task planned or re-queued.
+fn readies_work(e: &pb::JobEvent) -> bool {
+    match &e.kind {
+        Some(pb::job_event::Kind::Task(t)) => t.state == pb::TaskState::Pending as i32,
+        Some(pb::job_event::Kind::Job(j)) => j.state == pb::JobState::Queued as i32,
+        _ => false,
+    }
+}
+
 fn job_change(state: &str, message: &str) -> pb::job_event::Kind {
     pb::job_event::Kind::Job(pb::JobStateChange {
         state: job_state_pb(state) as i32,
@@ -175,15 +190,20 @@ impl Scheduler {
         let metrics = Arc::new(Metrics::new());
         let reader = store.reader()?;
         let work_ready = Arc::new(tokio::sync::Notify::new());
+        let released = Arc::new(AtomicBool::new(false));
         let writer = {
             let events = events.clone();
             let metrics = metrics.clone();
-            let work_ready = work_ready.clone();
+            let (work_ready, released) = (work_ready.clone(), released.clone());
             GroupCommit::start(store.into_connection(), move |published: Vec<Published>| {
-                // Anything that makes a task ready (a submit, a task done
-                // releasing the next chunk or stage, a re-queue) publishes
-                // an event.
-                if !published.is_empty() {
+                // Only a batch that may have made a task ready wakes the
+                // waiting Leases: a submit, a stage planned, a re-queue
+                // (each with its event), a chunk released (flagged). Waking
+                // them on every commit made each idle worker run a Lease
+                // per batch while the others finished a stage.
+                let readied = released.swap(false, Ordering::Relaxed)
+                    | published.iter().any(|p| readies_work(&p.event));
+                if readied {
                     work_ready.notify_waiters();
                 }
                 metrics.committed(published.iter().map(|p| &p.event));
@@ -201,6 +221,7 @@ impl Scheduler {
             data_roots: DataRoots::any(),
             metrics,
             work_ready,
+            released,
             ahead: Arc::default(),
         })
     }
