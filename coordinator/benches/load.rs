@@ -86,6 +86,9 @@ struct Args {
     slots: u32,
     tasks: usize,
     task_ms: u64,
+    /// The load run's tasks last `task_ms` × (1 ± this), spread evenly
+    /// (0: all alike).
+    task_jitter: f64,
     per_channel: usize,
     heartbeat: f64,
     load: bool,
@@ -103,7 +106,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: load [--smoke] [--workers N] [--slots S] [--tasks K] [--task-ms T] \
-[--per-channel C] [--heartbeat SECS] [--overhead-tasks K] [--overhead-ms T] [--overhead-slots N] \
+[--task-jitter F] [--per-channel C] [--heartbeat SECS] [--overhead-tasks K] [--overhead-ms T] [--overhead-slots N] \
 [--ray] [--no-load] [--no-overhead] [--scaling] [--scaling-points P] [--scaling-ms T] [--data-in DIR] \
 [--separate-calls] [--lease-ahead Q]";
 
@@ -116,6 +119,7 @@ fn parse_args() -> Result<Args> {
             slots: 1,
             tasks: 200,
             task_ms: 0,
+            task_jitter: 0.0,
             per_channel: 8,
             heartbeat: 1.0,
             load: true,
@@ -132,6 +136,7 @@ fn parse_args() -> Result<Args> {
             slots: 1,
             tasks: 5_000,
             task_ms: 0,
+            task_jitter: 0.0,
             per_channel: 32,
             heartbeat: 3.0,
             load: true,
@@ -161,6 +166,7 @@ fn parse_args() -> Result<Args> {
             "--slots" => a.slots = value(&flag, it.next())?,
             "--tasks" => a.tasks = value(&flag, it.next())?,
             "--task-ms" => a.task_ms = value(&flag, it.next())?,
+            "--task-jitter" => a.task_jitter = value(&flag, it.next())?,
             "--per-channel" => a.per_channel = value(&flag, it.next())?,
             "--heartbeat" => a.heartbeat = value(&flag, it.next())?,
             "--overhead-tasks" => overhead.0 = value(&flag, it.next())?,
@@ -207,6 +213,9 @@ fn parse_args() -> Result<Args> {
     if a.separate_calls {
         // The old protocol had no queue.
         a.lease_ahead = 0;
+    }
+    if !(0.0..1.0).contains(&a.task_jitter) {
+        bail!("--task-jitter must be at least 0 and below 1");
     }
     if a.heartbeat.is_nan() || a.heartbeat <= 0.0 {
         bail!("--heartbeat must be positive");
@@ -469,10 +478,26 @@ async fn submit_jobs(
 
 // ------------------------------------------------------------ workers
 
+/// How long a run's tasks "run": `ms` × (1 ± `jitter`), see
+/// [`Run::task_time`].
+#[derive(Debug, Clone, Copy)]
+struct TaskTime {
+    ms: u64,
+    jitter: f64,
+}
+
+impl TaskTime {
+    fn fixed(ms: u64) -> TaskTime {
+        TaskTime { ms, jitter: 0.0 }
+    }
+}
+
 /// What all simulated workers of a run share.
 struct Run {
     target: u64,
     task_ms: u64,
+    /// Each task lasts `task_ms` × (1 ± jitter), by its id.
+    jitter: f64,
     /// `--separate-calls`: Report, Complete and Lease as three calls.
     separate: bool,
     stop: CancellationToken,
@@ -491,6 +516,16 @@ struct Run {
 }
 
 impl Run {
+    /// How long the task `id` "runs": `task_ms`, spread by `jitter` evenly
+    /// over ±jitter by a hash of its id (the same task, the same time).
+    fn task_time(&self, id: &str) -> Duration {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let u = (h.finish() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        Duration::from_secs_f64(self.task_ms as f64 / 1e3 * (1.0 + self.jitter * u))
+    }
+
     /// A refused Report/Complete: a lost lease, or an error.
     fn refused(&self, what: &str, e: tonic::Status) {
         if e.code() == tonic::Code::FailedPrecondition {
@@ -510,6 +545,9 @@ impl Run {
 /// Client-observed latencies (µs) of one worker's calls.
 #[derive(Default)]
 struct Latencies {
+    /// This worker's first Lease (every worker asks at once at the start).
+    first_lease: Option<u32>,
+    /// Its later Leases, and its Completes that leased the next task.
     lease: Vec<u32>,
     report: Vec<u32>,
     complete: Vec<u32>,
@@ -596,9 +634,10 @@ async fn run_task(
                 .map(|answer| answer.get_ref().start)
         }
     };
+    let time = run.task_time(&a.task_id);
     let work = async {
         if run.task_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(run.task_ms)).await;
+            tokio::time::sleep(time).await;
         }
     };
     // A refusal stops the work at once (the real worker stops at its next
@@ -719,6 +758,14 @@ async fn run_task(
     })
 }
 
+/// A number in [0, 1) from the xorshift generator `state` (never 0).
+fn unit(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A simulated worker, as the real one: Lease (heartbeat) with what it can
 /// take and every task it holds; the tasks a Complete leased start at once,
 /// or queue while every slot is busy (`--lease-ahead`); a queued task
@@ -819,6 +866,13 @@ async fn worker(
     };
     let mut lat = Latencies::default();
     let mut next_beat = Instant::now();
+    let mut leased_once = false;
+    let mut spread = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish() | 1
+    };
     loop {
         while let Ok(id) = freed_rx.try_recv() {
             sim.freed(id);
@@ -862,20 +916,28 @@ async fn worker(
             wait_ms: wait.as_millis() as u32,
         };
         let t = Instant::now();
+        let first = !std::mem::replace(&mut leased_once, true);
         let mut lease_client = client.clone();
         let answer = tokio::select! {
             a = lease_client.lease(request) => a,
             () = run.stop.cancelled() => break,
         };
-        next_beat = t + heartbeat;
+        // Spread as the real worker spreads it (up to a quarter less).
+        let beat = heartbeat.mul_f64(0.75 + 0.25 * unit(&mut spread));
+        next_beat = t + beat;
         // After a long poll that found nothing, look again at once.
-        let mut pause = heartbeat.saturating_sub(t.elapsed());
+        let mut pause = beat.saturating_sub(t.elapsed());
         match answer {
             Ok(a) => {
                 let a = a.into_inner();
                 // A long poll's wait for work is not the lease's latency.
                 if wait.is_zero() || !a.tasks.is_empty() {
-                    lat.lease.push(micros(t.elapsed()));
+                    let us = micros(t.elapsed());
+                    if first {
+                        lat.first_lease = Some(us);
+                    } else {
+                        lat.lease.push(us);
+                    }
                 }
                 // A queued task taken back for another worker is dropped.
                 sim.queue.retain(|(t, _)| !a.stop.contains(&t.task_id));
@@ -997,6 +1059,7 @@ struct Outcome {
     slots: u32,
     tasks: usize,
     task_ms: u64,
+    task_jitter: f64,
     channels: usize,
     submit: Duration,
     wall: Duration,
@@ -1009,6 +1072,9 @@ struct Outcome {
     acked: u64,
     lost: u64,
     taken_back: u64,
+    /// Each worker's first Lease, all sent at once.
+    first_lease: Vec<u32>,
+    /// Later Leases, and Completes that leased the next task.
     lease: Vec<u32>,
     report: Vec<u32>,
     complete: Vec<u32>,
@@ -1035,10 +1101,14 @@ async fn run_once(
     workers: usize,
     slots: u32,
     tasks: usize,
-    task_ms: u64,
+    time: TaskTime,
     with_watch: bool,
     label: &str,
 ) -> Result<Outcome> {
+    let TaskTime {
+        ms: task_ms,
+        jitter,
+    } = time;
     let ticks = clock_ticks();
     let ahead = args.lease_ahead.min(slots);
     let server = Server::start(args).await?;
@@ -1095,6 +1165,7 @@ async fn run_once(
     let run = Arc::new(Run {
         target: tasks as u64,
         task_ms,
+        jitter,
         separate: args.separate_calls,
         stop: CancellationToken::new(),
         acked: AtomicU64::new(0),
@@ -1148,7 +1219,8 @@ async fn run_once(
     let (cpu, cpu_sys) = (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1, cpu1.1 - cpu0.1);
     let own_cpu = own1.0 + own1.1 - own0.0 - own0.1;
     run.stop.cancel();
-    let (mut lease, mut report, mut complete) = (vec![], vec![], vec![]);
+    let (mut first_lease, mut lease) = (vec![], vec![]);
+    let (mut report, mut complete) = (vec![], vec![]);
     // Idle slot time before each worker's first task and after its last
     // one (one-slot workers: per worker is per slot).
     let (mut startup, mut tail) = (Duration::ZERO, Duration::ZERO);
@@ -1160,6 +1232,7 @@ async fn run_once(
         tail += l
             .last_work_end
             .map_or(Duration::ZERO, |e| end.saturating_duration_since(e));
+        first_lease.extend(l.first_lease);
         lease.extend(l.lease);
         report.extend(l.report);
         complete.extend(l.complete);
@@ -1208,6 +1281,7 @@ async fn run_once(
         slots,
         tasks,
         task_ms,
+        task_jitter: jitter,
         channels: n_channels,
         submit,
         wall,
@@ -1217,6 +1291,7 @@ async fn run_once(
         acked: run.acked.load(Ordering::Relaxed),
         lost: run.lost.load(Ordering::Relaxed),
         taken_back: run.taken_back.load(Ordering::Relaxed),
+        first_lease,
         lease,
         report,
         complete,
@@ -1357,6 +1432,12 @@ fn load_table(o: &mut Outcome) -> String {
         thousands(o.tasks as f64),
         if o.task_ms == 0 {
             "instant".to_string()
+        } else if o.task_jitter > 0.0 {
+            format!(
+                "{}-{} ms each (spread evenly)",
+                (o.task_ms as f64 * (1.0 - o.task_jitter)).round(),
+                (o.task_ms as f64 * (1.0 + o.task_jitter)).round()
+            )
         } else {
             format!("{} ms each", o.task_ms)
         },
@@ -1382,18 +1463,35 @@ fn load_table(o: &mut Outcome) -> String {
         o.lost,
         verdict(o.lost == 0)
     );
-    let n_leases = o.lease.len();
-    let (l50, l99) = (
-        percentile_ms(&mut o.lease, 0.5),
-        percentile_ms(&mut o.lease, 0.99),
-    );
-    let lmax = o.lease.last().map_or(f64::NAN, |&m| m as f64 / 1e3);
-    let _ = writeln!(
-        t,
-        "| lease latency p50 / p99, client-observed (Lease calls, and Completes that leased the next task) | {l50:.2} / {l99:.2} ms (max {lmax:.1} ms; {} calls) | p99 < 20 ms | {} |",
-        thousands(n_leases as f64),
-        verdict(l99 < 20.0)
-    );
+    // All of them; then apart, the start (every worker's first Lease at
+    // once) and what follows.
+    let mut all: Vec<u32> = o.first_lease.iter().chain(&o.lease).copied().collect();
+    for (what, v) in [
+        (
+            "Lease calls, and Completes that leased the next task",
+            &mut all,
+        ),
+        (
+            "each worker's first Lease, all sent at once",
+            &mut o.first_lease,
+        ),
+        (
+            "after the start: later Leases, and Completes that leased the next task",
+            &mut o.lease,
+        ),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        let (l50, l99) = (percentile_ms(v, 0.5), percentile_ms(v, 0.99));
+        let lmax = v.last().map_or(f64::NAN, |&m| m as f64 / 1e3);
+        let _ = writeln!(
+            t,
+            "| lease latency p50 / p99, client-observed ({what}) | {l50:.2} / {l99:.2} ms (max {lmax:.1} ms; {} calls) | p99 < 20 ms | {} |",
+            thousands(v.len() as f64),
+            verdict(l99 < 20.0)
+        );
+    }
     match &o.server_lease {
         Some(h) => {
             let (s50, s99) = (h.quantile(0.5), h.quantile(0.99));
@@ -1493,7 +1591,8 @@ fn load_table(o: &mut Outcome) -> String {
                 w.error.as_ref().map_or(String::new(), |e| format!("; error: {e}"))
             );
     }
-    if o.task_ms > 0 {
+    // (Against an ideal only when every task takes the same time.)
+    if o.task_ms > 0 && o.task_jitter == 0.0 {
         t.push_str(&overhead_row(o));
     }
     t
@@ -1574,7 +1673,10 @@ async fn main_async(args: Args) -> Result<()> {
             args.workers,
             args.slots,
             args.tasks,
-            args.task_ms,
+            TaskTime {
+                ms: args.task_ms,
+                jitter: args.task_jitter,
+            },
             true,
             "load",
         )
@@ -1582,7 +1684,7 @@ async fn main_async(args: Args) -> Result<()> {
         out.push_str(&load_table(&mut o));
     }
     if let Some((k, t, n)) = args.overhead {
-        let o = run_once(&args, n, 1, k, t, false, "overhead").await?;
+        let o = run_once(&args, n, 1, k, TaskTime::fixed(t), false, "overhead").await?;
         if !args.load {
             out.push_str("| figure | measured | goal | |\n|---|---|---|---|\n");
         }
@@ -1591,7 +1693,16 @@ async fn main_async(args: Args) -> Result<()> {
     if let Some((points, ms)) = args.scaling {
         let mut rows = vec![];
         for n in [1, 2, 4, 8] {
-            let o = run_once(&args, n, 1, points, ms, false, &format!("scaling on {n}")).await?;
+            let o = run_once(
+                &args,
+                n,
+                1,
+                points,
+                TaskTime::fixed(ms),
+                false,
+                &format!("scaling on {n}"),
+            )
+            .await?;
             rows.push((n, o.wall.as_secs_f64(), o.lost));
         }
         out.push_str(&scaling_table(points, ms, &rows));

@@ -149,7 +149,9 @@ fn the_load_generator_prints_every_figure() {
     );
     for figure in [
         "| durable results/s",
-        "| lease latency p50 / p99, client-observed",
+        "| lease latency p50 / p99, client-observed (Lease calls",
+        "| lease latency p50 / p99, client-observed (each worker's first Lease",
+        "| lease latency p50 / p99, client-observed (after the start",
         "| lease latency p50 / p99, server",
         "| Report / Complete latency",
         "| coordinator CPU",

@@ -299,6 +299,14 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     leaser.run(shutdown).instrument(span).await
 }
 
+/// The time from one heartbeat to the next: the interval less up to a
+/// quarter of it, at random, so that workers started together do not beat
+/// in lock-step (with a thousand of them, a thousand Leases within a few
+/// milliseconds every interval, each waiting behind the others).
+fn spread(heartbeat: Duration) -> Duration {
+    heartbeat.mul_f64(rand::random_range(0.75..=1.0))
+}
+
 /// The first registration: retried through transport failures (the
 /// coordinator may start after the worker), refused for good otherwise.
 /// `None` when shutdown came first.
@@ -481,8 +489,9 @@ impl Leaser {
                     just_registered = false;
                     // The heartbeat's cadence counts from the call: after a
                     // long poll that found nothing, look again at once.
-                    next_beat = called + self.heartbeat;
-                    self.heartbeat.saturating_sub(called.elapsed())
+                    let beat = spread(self.heartbeat);
+                    next_beat = called + beat;
+                    beat.saturating_sub(called.elapsed())
                 }
                 Some(Ok(Step::Registered)) => {
                     need_register = false;
@@ -812,6 +821,18 @@ mod tests {
         if std::path::Path::new("/proc/meminfo").exists() {
             assert!(memory_bytes() > 0);
         }
+    }
+
+    #[test]
+    fn heartbeats_are_spread_within_the_interval() {
+        let h = Duration::from_secs(4);
+        let beats: Vec<Duration> = (0..200).map(|_| spread(h)).collect();
+        assert!(
+            beats.iter().all(|b| *b >= h * 3 / 4 && *b <= h),
+            "{beats:?}"
+        );
+        let (lo, hi) = (beats.iter().min().unwrap(), beats.iter().max().unwrap());
+        assert!(*hi - *lo > h / 8, "not spread: {lo:?}..{hi:?}");
     }
 
     #[test]
