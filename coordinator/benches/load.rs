@@ -1450,12 +1450,17 @@ fn load_table(o: &mut Outcome) -> String {
     t.push_str("| figure | measured | goal | |\n|---|---|---|---|\n");
     let _ = writeln!(
         t,
-        "| durable results/s (reports + completions acked) | {}/s ({} calls in {:.2} s; {} tasks/s) | ≥ 5,000/s | {} |",
+        "| durable results/s (reports + completions acked) | {}/s ({} calls in {:.2} s; {} tasks/s) | {} |",
         thousands(results),
         thousands(o.acked as f64),
         secs,
         thousands(o.tasks as f64 / secs),
-        verdict(results >= 5000.0)
+        // Tasks that take time bound the rate: the goal is for instant ones.
+        if o.task_ms == 0 {
+            format!("≥ 5,000/s | {}", verdict(results >= 5000.0))
+        } else {
+            "— (bounded by the tasks' own time) | ".to_string()
+        }
     );
     let _ = writeln!(
         t,
