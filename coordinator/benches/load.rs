@@ -1079,6 +1079,8 @@ struct Outcome {
     report: Vec<u32>,
     complete: Vec<u32>,
     server_lease: Option<Histogram>,
+    /// Lease looks whose renewals were deferred, and committed.
+    looks: Option<(f64, f64)>,
     /// Coordinator user and system CPU seconds during the run.
     cpu: f64,
     cpu_sys: f64,
@@ -1244,11 +1246,21 @@ async fn run_once(
         Some(w) => Some((w.await?, t0)),
         None => None,
     };
-    let server_lease = server
-        .metrics()
-        .await
-        .ok()
-        .and_then(|m| Histogram::parse(&m, "ridgeline_lease_duration_seconds"));
+    let scraped = server.metrics().await.ok();
+    let server_lease = scraped
+        .as_deref()
+        .and_then(|m| Histogram::parse(m, "ridgeline_lease_duration_seconds"));
+    // Lease looks whose renewals were deferred, and those committed.
+    let looks = scraped.as_deref().map(|m| {
+        let count = |renewals: &str| {
+            let key = format!("ridgeline_leases_total{{renewals=\"{renewals}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (count("deferred"), count("committed"))
+    });
 
     if let Some(e) = run.first_error.lock().unwrap().take() {
         bail!(
@@ -1296,6 +1308,7 @@ async fn run_once(
         report,
         complete,
         server_lease,
+        looks,
         cpu,
         cpu_sys,
         own_cpu,
@@ -1517,6 +1530,14 @@ fn load_table(o: &mut Outcome) -> String {
             );
         }
     }
+    if let Some((deferred, committed)) = o.looks {
+        let _ = writeln!(
+            t,
+            "| Lease looks answered without a commit of their own (renewals deferred, `ridgeline_leases_total`) | {} of {} | — | |",
+            thousands(deferred),
+            thousands(deferred + committed)
+        );
+    }
     let (r50, r99) = (
         percentile_ms(&mut o.report, 0.5),
         percentile_ms(&mut o.report, 0.99),
@@ -1615,7 +1636,7 @@ fn overhead_row(o: &Outcome) -> String {
     let between = idle - startup - tail;
     let share = |x: f64| x / work * 100.0;
     format!(
-        "| scheduling overhead, {} tasks × {} ms on {} slots, lease ahead {} | {:.3} s vs ideal {:.3} s: {:+.1} % (idle slot time: {:.1} % before each worker's first task, {:.1} % between tasks, {:.1} % after its last; coordinator CPU {:.2} s; {} lease(s) lost to expiry; {} queued task(s) taken back) | < 2 % (Ray Tune: 14 %) | {} |\n",
+        "| scheduling overhead, {} tasks × {} ms on {} slots, lease ahead {} | {:.3} s vs ideal {:.3} s: {:+.1} % (idle slot time: {:.1} % before each worker's first task, {:.1} % between tasks, {:.1} % after its last; coordinator CPU {:.2} s; {} lease(s) lost to expiry; {} queued task(s) taken back; Lease looks without a commit of their own: {}) | < 2 % (Ray Tune: 14 %) | {} |\n",
         thousands(o.tasks as f64),
         thousands(o.task_ms as f64),
         thousands(o.workers as f64 * o.slots as f64),
@@ -1629,6 +1650,11 @@ fn overhead_row(o: &Outcome) -> String {
         o.cpu,
         o.lost,
         o.taken_back,
+        o.looks.map_or("?".into(), |(d, c)| format!(
+            "{} of {}",
+            thousands(d),
+            thousands(d + c)
+        )),
         verdict(over < 2.0)
     )
 }

@@ -43,6 +43,10 @@ pub struct Metrics {
     /// Claims of queued tasks answered: started, or refused (taken back);
     /// asked by StartQueued or carried by a Complete.
     queued_starts: Family<Labels, Counter>,
+    /// Looks at the queue for a Lease (a long poll may look several
+    /// times), by whether the heartbeat's renewals were committed before
+    /// the answer or deferred (nothing to hand out: no commit of its own).
+    leases: Family<Labels, Counter>,
     lease_seconds: Histogram,
     wait_seconds: Histogram,
     workers: Family<Labels, Gauge>,
@@ -100,6 +104,12 @@ impl Metrics {
             "Workers asking to start a task they held queued (leased ahead), by answer (started, or refused: taken back for an idle worker) and by the call that asked (start_queued, or complete: carried by a completion)",
             queued_starts.clone(),
         );
+        let leases = Family::<Labels, Counter>::default();
+        registry.register(
+            "leases",
+            "Looks at the queue for a Lease (heartbeat) call, by whether its lease renewals were committed before the answer (committed) or deferred to ride with the next batch of changes, the worker having no room for a task (deferred)",
+            leases.clone(),
+        );
         // 0.1 ms … ~0.4 s.
         let lease_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1e-4, 2.0, 13),
@@ -139,6 +149,7 @@ impl Metrics {
             events,
             reports,
             queued_starts,
+            leases,
             lease_seconds,
             wait_seconds,
             workers,
@@ -181,6 +192,15 @@ impl Metrics {
         let via = if carried { "complete" } else { "start_queued" };
         self.queued_starts
             .get_or_create(&vec![("answer", answer), ("via", via)])
+            .inc();
+    }
+
+    /// A look at the queue for a Lease: its renewals `committed` before
+    /// the answer, or deferred.
+    pub fn heartbeat(&self, committed: bool) {
+        let renewals = if committed { "committed" } else { "deferred" };
+        self.leases
+            .get_or_create(&vec![("renewals", renewals)])
             .inc();
     }
 
@@ -237,6 +257,7 @@ mod tests {
         m.queued_start(true, true);
         m.queued_start(false, false);
         m.queued_start(false, false);
+        m.heartbeat(false);
         let text = m.render(&Snapshot {
             workers: vec![("active", 3), ("lost", 1)],
             tasks: vec![("pending", 7)],
@@ -246,6 +267,7 @@ mod tests {
             "ridgeline_task_transitions_total{to=\"leased\"} 2",
             "ridgeline_task_transitions_total{to=\"done\"} 1",
             "ridgeline_events_written_total 3",
+            "ridgeline_leases_total{renewals=\"deferred\"} 1",
             "ridgeline_leases_expired_total 2",
             "ridgeline_workers{state=\"active\"} 3",
             "ridgeline_tasks{state=\"pending\"} 7",

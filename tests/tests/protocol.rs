@@ -1086,6 +1086,123 @@ async fn a_long_poll_wakes_for_work_made_ready_not_for_every_commit() {
     c.stop().await;
 }
 
+/// A worker with no room for a task has nothing to be handed: its
+/// heartbeat is answered from the last commit, and its renewals ride with a
+/// later batch (`ridgeline_leases_total{renewals="deferred"}`). They are
+/// still real: a lease renewed that way outlives its TTL many times over,
+/// while the other worker's looks find nothing; and it expires once the
+/// heartbeats stop, after which the old holder's heartbeat, answered the
+/// same way, is told to stop.
+#[tokio::test]
+async fn a_full_worker_s_heartbeats_renew_its_leases_without_a_commit_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = ridgeline_tests::free_addr();
+    let mut config = ridgeline_coordinator::ServerConfig::new(dir.path());
+    config.scheduler.lease_ttl = Duration::from_millis(800);
+    config.scheduler.heartbeat_interval = Duration::from_millis(100);
+    config.http = Some(http);
+    let c = Coordinator::start_with("127.0.0.1:0".parse().unwrap(), config).await;
+    let mut client = c.jobs().await;
+    let mut w = c.workers().await;
+    // One run, one chunk: a single task.
+    submit(&mut client, &jobs::lr_ramp(1, 2, 2)).await.unwrap();
+    let a = register(&mut w, "a").await;
+    let b = register(&mut w, "b").await;
+    let task = lease_one(&mut w, &a).await;
+    let deferred = || async move {
+        let text = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
+        text.lines()
+            .find_map(|l| l.strip_prefix("ridgeline_leases_total{renewals=\"deferred\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let heartbeat = |worker: String, task: pb::TaskAssignment| pb::LeaseRequest {
+        worker_id: worker,
+        free_slots: 0,
+        running: vec![pb::RunningTask {
+            task_id: task.task_id,
+            attempt: task.attempt,
+        }],
+        wait_ms: 0,
+    };
+    let before = deferred().await;
+    // Three TTLs of heartbeats from a; b looks for work all the while.
+    let mut beats = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(2_400) {
+        let hb = w
+            .lease(heartbeat(a.clone(), task.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(hb.tasks.is_empty() && hb.stop.is_empty(), "{hb:?}");
+        beats += 1;
+        let look = w
+            .lease(pb::LeaseRequest {
+                worker_id: b.clone(),
+                free_slots: 1,
+                running: vec![],
+                wait_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            look.tasks.is_empty(),
+            "a's lease expired though it heartbeat: {look:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        deferred().await - before,
+        beats,
+        "a's heartbeats waited for commits of their own"
+    );
+    // a goes quiet: its lease runs out and b gets the task.
+    let mut taken = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(t) = lease_one_or_none(&mut w, &b).await {
+            taken = Some(t);
+            break;
+        }
+    }
+    let taken = taken.expect("the lease never expired once the heartbeats stopped");
+    assert_eq!(
+        (taken.task_id.as_str(), taken.attempt),
+        (task.task_id.as_str(), 2)
+    );
+    // a's next heartbeat, still with no room, is told to stop.
+    let hb = w
+        .lease(heartbeat(a.clone(), task.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hb.stop, vec![task.task_id.clone()]);
+    assert_eq!(deferred().await - before, beats + 1);
+    c.stop().await;
+}
+
+async fn lease_one_or_none(
+    w: &mut ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient<
+        tonic::transport::Channel,
+    >,
+    worker: &str,
+) -> Option<pb::TaskAssignment> {
+    w.lease(pb::LeaseRequest {
+        worker_id: worker.into(),
+        free_slots: 1,
+        running: vec![],
+        wait_ms: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .tasks
+    .into_iter()
+    .next()
+}
+
 /// A Complete with `next_slots` leases the worker's next task in the same
 /// call (the real worker's steady state: no Lease between two tasks), never
 /// beyond the slots it registered; a resent Complete leases nothing more,

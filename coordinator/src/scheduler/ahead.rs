@@ -122,8 +122,11 @@ impl LeaseAhead {
                 c
             }
         };
-        let ready = match inner.ready.get(job) {
-            Some(&(at, n)) if fresh(at) => n,
+        // The count keeps the time it was measured: what is leased until
+        // then only lowers it, so it must be measured again (else, under a
+        // steady load, it is never measured again and runs down to zero).
+        let (measured, ready) = match inner.ready.get(job) {
+            Some(&(at, n)) if fresh(at) => (at, n),
             _ => {
                 // Counting stops a little beyond what could matter: the
                 // cost is bounded by the cluster, not by the job.
@@ -137,13 +140,13 @@ impl LeaseAhead {
                     params![job, (idle + COUNT_BEYOND) as i64],
                     |r| r.get(0),
                 )?;
-                n.max(0) as u64
+                (now, n.max(0) as u64)
             }
         };
         let room = (ready.saturating_sub(idle) as usize).min(want);
         inner
             .ready
-            .insert(job.to_string(), (now, ready - room as u64));
+            .insert(job.to_string(), (measured, ready - room as u64));
         Ok(room)
     }
 
@@ -273,6 +276,49 @@ mod tests {
         assert_eq!(ahead.start("t9", "a", 1), StartAnswer::Unknown);
         ahead.forget("t3");
         assert!(ahead.takeable("c", 5).is_empty());
+    }
+
+    /// A job's ready count is measured again every REFRESH_MS under a
+    /// steady stream of calls: the calls lower it, they do not make it
+    /// fresh (a count kept fresh that way ran down to zero, and a steady
+    /// load got no queue places at all).
+    #[test]
+    fn a_job_s_ready_count_is_measured_again_however_often_it_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store::Store::open(dir.path()).unwrap().into_connection();
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO jobs(id, name, kind, spec, state, device, max_attempts, created_ms)
+             VALUES ('j', 'j', 'line_search', '{}', 'running', 'any', 3, 0)",
+            [],
+        )
+        .unwrap();
+        let pending = |from: usize, to: usize| {
+            for i in from..to {
+                tx.execute(
+                    "INSERT INTO tasks(id, job_id, ordinal, stage, label, curve, last_chunk, spec, state)
+                     VALUES (?1, 'j', ?2, 's', 'l', 'c', 1, '{}', 'pending')",
+                    params![format!("t{i}"), i as i64],
+                )
+                .unwrap();
+            }
+        };
+        let ahead = LeaseAhead::default();
+        // Nothing ready when first asked; then tasks become ready while
+        // the job is asked about every 60 ms.
+        assert_eq!(ahead.queue_room(&tx, "j", 1, 0, 60_000).unwrap(), 0);
+        pending(0, 5);
+        let granted: Vec<usize> = [60, 120, 180, 240, 300]
+            .iter()
+            .map(|&now| ahead.queue_room(&tx, "j", 1, now, 60_000).unwrap())
+            .collect();
+        assert_eq!(granted, [0, 1, 1, 1, 1], "measured again at 120 ms");
+        // Granted places count against the figure measured (at 240 ms: 5
+        // ready, 2 granted since) until it is measured again.
+        pending(5, 6);
+        assert_eq!(ahead.queue_room(&tx, "j", 9, 310, 60_000).unwrap(), 3);
+        assert_eq!(ahead.queue_room(&tx, "j", 9, 330, 60_000).unwrap(), 0);
+        assert_eq!(ahead.queue_room(&tx, "j", 9, 340, 60_000).unwrap(), 6);
     }
 
     #[test]

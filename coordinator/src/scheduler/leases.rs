@@ -10,7 +10,7 @@ use ridgeline_common::proto::PROTOCOL_VERSION;
 use ridgeline_common::task::TaskSpec;
 use ridgeline_common::wire;
 use ridgeline_common::{TaskId, WorkerId};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::ahead::{LeaseAhead, StartAnswer};
 use super::transitions::{clip, finish_job, later_chunks, requeue_or_fail, Setback};
@@ -125,6 +125,12 @@ impl Scheduler {
                 req.running.len()
             )));
         }
+        // A heartbeat with nothing to hand out needs no commit of its own.
+        if let Some(answer) = self.renew_only(&req, &worker, arrived)? {
+            self.metrics().heartbeat(false);
+            return Ok(answer);
+        }
+        self.metrics().heartbeat(true);
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let ahead = self.ahead.clone();
         self.write(move |tx, published| {
@@ -142,30 +148,14 @@ impl Scheduler {
             let room = caller.room(req.free_slots, held);
             let mut stop = vec![];
             for r in &req.running {
-                let current = store::one(
-                    tx,
-                    "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
-                    [&r.task_id],
-                    |row| {
-                        Ok((
-                            row.get::<_, u32>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
-                    },
-                )
-                .optional()?;
-                match current {
-                    Some((attempt, state, w))
-                        if attempt == r.attempt && state == "leased" && w == worker =>
-                    {
-                        store::exec(
-                            tx,
-                            "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
-                            params![r.task_id, now + ttl],
-                        )?;
-                    }
-                    _ => stop.push(r.task_id.clone()),
+                if holds(tx, &worker, r)? {
+                    store::exec(
+                        tx,
+                        "UPDATE tasks SET lease_until = ?2 WHERE id = ?1",
+                        params![r.task_id, now + ttl],
+                    )?;
+                } else {
+                    stop.push(r.task_id.clone());
                 }
             }
             // Tasks it holds without knowing (the answer that leased them
@@ -199,6 +189,71 @@ impl Scheduler {
             }
             answer
         })
+    }
+
+    /// The heartbeat of a worker with no room for a task and no task it
+    /// holds without knowing: nothing to hand out, so nothing to commit
+    /// before answering. What to stop is read from the last commit; the
+    /// renewals of its leases and the time it was seen are deferred to ride
+    /// with the next batch of changes, run first in it (a renewal need not
+    /// be durable: after a restart every lease gets a full TTL). `None`: the
+    /// heartbeat needs the writer (a task to hand out, or to send again).
+    fn renew_only(
+        &self,
+        req: &pb::LeaseRequest,
+        worker: &str,
+        arrived: i64,
+    ) -> Result<Option<pb::LeaseResponse>> {
+        let now = now_ms();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        let (stop, renew) = {
+            let conn = self.read();
+            // One snapshot for all the reads.
+            let snapshot = conn.unchecked_transaction()?;
+            let caller = Caller::look_up(&snapshot, worker, now)?;
+            let held = (req.running.len() as u32).max(leased_to(&snapshot, worker)?);
+            let room = caller.room(req.free_slots, held);
+            if room.slots + room.queue > 0 {
+                return Ok(None);
+            }
+            let mut stop = vec![];
+            let mut renew = vec![];
+            for r in &req.running {
+                if holds(&snapshot, worker, r)? {
+                    renew.push((r.task_id.clone(), r.attempt));
+                } else {
+                    stop.push(r.task_id.clone());
+                }
+            }
+            if !unlisted(&snapshot, worker, &req.running, arrived - UNLISTED_GRACE_MS)?.is_empty() {
+                return Ok(None);
+            }
+            (stop, renew)
+        };
+        let worker = worker.to_string();
+        let by = std::time::Instant::now() + (self.config.lease_ttl / 20).min(RENEWAL_DELAY_MAX);
+        self.writer.defer(by, move |tx| {
+            store::exec(
+                tx,
+                "UPDATE workers SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id = ?1",
+                params![worker, now],
+            )?;
+            for (task, attempt) in renew {
+                // Only the attempt it held, and never shortened: by now it
+                // may be done, re-queued, or renewed later.
+                store::exec(
+                    tx,
+                    "UPDATE tasks SET lease_until = MAX(lease_until, ?4)
+                     WHERE id = ?1 AND attempt = ?2 AND worker_id = ?3 AND state = 'leased'",
+                    params![task, attempt, worker, now + ttl],
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(Some(pb::LeaseResponse {
+            tasks: vec![],
+            stop,
+        }))
     }
 
     /// The task row if `worker` holds its `attempt`; otherwise the refusal.
@@ -748,9 +803,9 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
 }
 
 /// How many tasks the store says `worker` holds (running or queued).
-fn leased_to(tx: &Transaction, worker: &str) -> Result<u32> {
+fn leased_to(c: &Connection, worker: &str) -> Result<u32> {
     Ok(store::one(
-        tx,
+        c,
         "SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND state = 'leased'",
         [worker],
         |r| r.get(0),
@@ -779,8 +834,19 @@ struct Room {
 impl Caller {
     /// Looks the worker up and marks it seen at `now`.
     fn seen(tx: &Transaction, worker: &str, now: i64) -> Result<Caller> {
-        let (device, slots, ahead, quarantined_until): (String, u32, u32, i64) = store::one(
+        let caller = Caller::look_up(tx, worker, now)?;
+        store::exec(
             tx,
+            "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+            params![worker, now],
+        )?;
+        Ok(caller)
+    }
+
+    /// Looks the worker up (at `now`, for its quarantine).
+    fn look_up(c: &Connection, worker: &str, now: i64) -> Result<Caller> {
+        let (device, slots, ahead, quarantined_until): (String, u32, u32, i64) = store::one(
+            c,
             "SELECT device, slots, ahead, quarantined_until FROM workers WHERE id = ?1",
             [worker],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -792,11 +858,6 @@ impl Caller {
                 clip(worker, 80)
             ))
         })?;
-        store::exec(
-            tx,
-            "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
-            params![worker, now],
-        )?;
         Ok(Caller {
             device,
             slots,
@@ -968,6 +1029,48 @@ fn take_back_queued(
 /// taken for lost.
 const UNLISTED_GRACE_MS: i64 = 2_000;
 
+/// The longest a heartbeat's deferred renewals wait for a batch to ride
+/// with (a twentieth of the lease TTL when that is shorter).
+const RENEWAL_DELAY_MAX: Duration = Duration::from_millis(250);
+
+/// Whether `worker` holds the task attempt it lists as `r`.
+fn holds(c: &Connection, worker: &str, r: &pb::RunningTask) -> Result<bool> {
+    let current = store::one(
+        c,
+        "SELECT attempt, state, worker_id FROM tasks WHERE id = ?1",
+        [&r.task_id],
+        |row| {
+            Ok((
+                row.get::<_, u32>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        },
+    )
+    .optional()?;
+    Ok(matches!(current, Some((attempt, state, w))
+        if attempt == r.attempt && state == "leased" && w == worker))
+}
+
+/// The ids of the tasks leased to `worker` before `before` that its
+/// heartbeat does not list (`running`). The ids only: normally every one is
+/// listed, and the rows (with their specs) are not needed.
+fn unlisted(
+    c: &Connection,
+    worker: &str,
+    running: &[pb::RunningTask],
+    before: i64,
+) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT id FROM tasks WHERE worker_id = ?1 AND state = 'leased' AND leased_ms < ?2",
+    )?;
+    let ids = st
+        .query_map(params![worker, before], |r| r.get::<_, String>(0))?
+        .filter(|id| !matches!(id, Ok(id) if running.iter().any(|r| &r.task_id == id)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
 /// Tasks leased to `worker` before `before` that its heartbeat does not
 /// list (`running`): the answer that leased them (a Complete's or a
 /// Lease's) never reached it, and they would wait for their lease to
@@ -983,17 +1086,8 @@ fn unknown_to_worker(
     ttl: i64,
     ahead: &LeaseAhead,
 ) -> Result<Vec<pb::TaskAssignment>> {
-    // The ids first: normally every one is listed, and the rows (with
-    // their specs) are not needed.
-    let mut st = tx.prepare_cached(
-        "SELECT id FROM tasks WHERE worker_id = ?1 AND state = 'leased' AND leased_ms < ?2",
-    )?;
-    let unlisted = st
-        .query_map(params![worker, before], |r| r.get::<_, String>(0))?
-        .filter(|id| !matches!(id, Ok(id) if running.iter().any(|r| &r.task_id == id)))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = vec![];
-    for id in unlisted {
+    for id in unlisted(tx, worker, running, before)? {
         let Some(mut t) = store::get_task(tx, &id)? else {
             continue;
         };

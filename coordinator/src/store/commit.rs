@@ -9,6 +9,13 @@
 //! are shared by the whole batch, and a waiting call holds no thread (the
 //! answer comes over a oneshot channel that an async caller awaits).
 //!
+//! A change that need not be durable (a heartbeat's lease renewals: after a
+//! restart every lease gets a full TTL anyway) can be *deferred*: its caller
+//! is answered at once, and the change rides with the next batch, run first
+//! in it. With no batch to ride with, it waits until its deadline and is
+//! committed with the other deferred ones: a heartbeat costs no commit of
+//! its own, and the changes after it see its renewals.
+//!
 //! A change that fails (a refused report, a job that is not found) is rolled
 //! back to its savepoint and answered with its error; the rest of the batch
 //! goes on. If the transaction itself fails (disk full, I/O error, a failure
@@ -17,16 +24,22 @@
 //! that error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use rusqlite::{Connection, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{CoordError, Result};
 
 /// The most changes committed together (a bound on one transaction's size
 /// and on how long the first of them waits for the last).
 const MAX_BATCH: usize = 512;
+
+/// The most deferred changes held before they are committed, whatever
+/// their deadlines.
+const MAX_DEFERRED: usize = 4096;
 
 /// One change: runs inside the batch's transaction, appends the effects to
 /// publish once it is committed, and returns the caller's answer.
@@ -35,8 +48,26 @@ pub type Change<E, T> = Box<dyn FnOnce(&Transaction, &mut Vec<E>) -> Result<T> +
 /// The writer thread's handle. Dropping it lets the thread finish the
 /// changes already sent, then stop.
 pub struct GroupCommit<E> {
-    queue: Option<mpsc::UnboundedSender<Box<dyn Pending<E>>>>,
+    queue: Option<mpsc::Sender<Message<E>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the writer thread is sent.
+enum Message<E> {
+    /// A change whose caller waits for its commit.
+    Change(Box<dyn Pending<E>>),
+    /// A change nobody waits for, to commit by its deadline.
+    Deferred(Deferred),
+}
+
+/// A deferred change: nobody waits for its answer or its effects.
+type DeferredChange = Box<dyn FnOnce(&Transaction) -> Result<()> + Send>;
+
+/// A change that need not be durable, nor committed at once.
+struct Deferred {
+    change: DeferredChange,
+    /// Committed no later than this (give or take a batch's time).
+    by: Instant,
 }
 
 /// How a batch went, as each change in it is told.
@@ -140,7 +171,7 @@ impl<E: Send + 'static> GroupCommit<E> {
         conn: Connection,
         publish: impl FnMut(Vec<E>) + Send + 'static,
     ) -> Result<GroupCommit<E>> {
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ridgeline-store-writer".into())
             .spawn(move || writer(conn, rx, publish))
@@ -161,16 +192,34 @@ impl<E: Send + 'static> GroupCommit<E> {
             reply,
             span: tracing::Span::current(),
         };
-        let queue = self
-            .queue
-            .as_ref()
-            .ok_or_else(|| CoordError::Internal("the store's writer has stopped".into()))?;
-        queue
-            .send(Box::new(call))
-            .map_err(|_| CoordError::Internal("the store's writer has stopped".into()))?;
+        self.send(Message::Change(Box::new(call)))?;
         answer
             .await
             .map_err(|_| CoordError::Internal("the store's writer has stopped".into()))?
+    }
+
+    /// Queues `change`, which need not be durable, to run first in the next
+    /// batch, or alone no later than `by`; returns at once. Its failure is
+    /// logged (nothing of it is stored); if the writer stops first it is
+    /// committed before the writer ends.
+    pub fn defer(
+        &self,
+        by: Instant,
+        change: impl FnOnce(&Transaction) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        self.send(Message::Deferred(Deferred {
+            change: Box::new(change),
+            by,
+        }))
+    }
+
+    fn send(&self, message: Message<E>) -> Result<()> {
+        let stopped = || CoordError::Internal("the store's writer has stopped".into());
+        self.queue
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(message)
+            .map_err(|_| stopped())
     }
 }
 
@@ -185,43 +234,106 @@ impl<E> Drop for GroupCommit<E> {
 
 fn writer<E>(
     mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Box<dyn Pending<E>>>,
+    rx: mpsc::Receiver<Message<E>>,
     mut publish: impl FnMut(Vec<E>),
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    let mut deferred: Vec<Deferred> = vec![];
+    loop {
+        // The next message; while deferred changes wait, no later than the
+        // first one's deadline.
+        let due = deferred.iter().map(|d| d.by).min();
+        let first = match due {
+            None => rx.recv().ok(),
+            Some(by) => match rx.recv_timeout(by.saturating_duration_since(Instant::now())) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if first.is_none() && due.is_none() {
+            break;
+        }
+        let mut batch = vec![];
+        let mut next = first;
+        while let Some(m) = next {
+            match m {
+                Message::Change(c) => batch.push(c),
+                Message::Deferred(d) => deferred.push(d),
+            }
+            if batch.len() >= MAX_BATCH || deferred.len() >= MAX_DEFERRED {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        // Deferred changes alone wait for a batch to ride with, until the
+        // first one is due.
+        let now = Instant::now();
+        if batch.is_empty() && deferred.len() < MAX_DEFERRED && deferred.iter().all(|d| d.by > now)
+        {
+            continue;
+        }
+        write(&mut conn, &mut deferred, batch, &mut publish);
+    }
+    // Stopping: what was deferred is still committed.
+    if !deferred.is_empty() {
+        write(&mut conn, &mut deferred, vec![], &mut publish);
+    }
+}
+
+/// Commits the deferred changes and the batch; publishes the batch's
+/// effects, then answers its callers.
+fn write<E>(
+    conn: &mut Connection,
+    deferred: &mut Vec<Deferred>,
+    mut batch: Vec<Box<dyn Pending<E>>>,
+    publish: &mut impl FnMut(Vec<E>),
+) {
+    let n_deferred = deferred.len();
+    match commit(conn, std::mem::take(deferred), &mut batch) {
+        Ok(()) if batch.is_empty() => {}
+        Ok(()) => {
+            let effects = batch.iter_mut().flat_map(|c| c.take_effects()).collect();
+            publish(effects);
+            for c in batch {
+                c.answer(Batch::Committed);
             }
         }
-        match commit(&mut conn, &mut batch) {
-            Ok(()) => {
-                let effects = batch.iter_mut().flat_map(|c| c.take_effects()).collect();
-                publish(effects);
-                for c in batch {
-                    c.answer(Batch::Committed);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, changes = batch.len(), "a batch of changes was not stored");
-                for c in batch {
-                    c.answer(Batch::Failed(&e));
-                }
+        Err(e) => {
+            tracing::warn!(error = %e, changes = batch.len(), deferred = n_deferred, "a batch of changes was not stored");
+            for c in batch {
+                c.answer(Batch::Failed(&e));
             }
         }
     }
 }
 
-/// Runs the batch in one transaction, each change in its own savepoint.
-fn commit<E>(conn: &mut Connection, batch: &mut [Box<dyn Pending<E>>]) -> Result<()> {
+/// Runs the deferred changes, then the batch, in one transaction, each
+/// change in its own savepoint.
+fn commit<E>(
+    conn: &mut Connection,
+    deferred: Vec<Deferred>,
+    batch: &mut [Box<dyn Pending<E>>],
+) -> Result<()> {
     let tx = conn.transaction()?;
     // Kept prepared: these run twice per change.
     let sql = |tx: &Transaction, sql: &str| -> Result<()> {
         tx.prepare_cached(sql)?.execute([])?;
         Ok(())
     };
+    for d in deferred {
+        sql(&tx, "SAVEPOINT change")?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| (d.change)(&tx)))
+            .unwrap_or_else(|_| Err(CoordError::Internal("a deferred change panicked".into())));
+        match outcome {
+            Ok(()) => sql(&tx, "RELEASE change")?,
+            Err(e) if tx.is_autocommit() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "a deferred change was not stored");
+                sql(&tx, "ROLLBACK TO change")?;
+                sql(&tx, "RELEASE change")?;
+            }
+        }
+    }
     for change in batch.iter_mut() {
         sql(&tx, "SAVEPOINT change")?;
         if change.run(&tx) {
@@ -319,6 +431,75 @@ mod tests {
         let mut effects: Vec<i64> = published.try_iter().flatten().collect();
         effects.sort();
         assert_eq!(effects, want);
+    }
+
+    /// A deferred change rides with the next batch, run before its
+    /// changes (which see what it wrote), long before its own deadline; a
+    /// failing one stores nothing and does not fail the batch it rode with.
+    #[tokio::test]
+    async fn a_deferred_change_runs_first_in_the_next_batch() {
+        let (dir, gc, _published) = open();
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        gc.defer(far, |tx| {
+            tx.execute("INSERT INTO t(k, v) VALUES (1, 10)", [])?;
+            Ok(())
+        })
+        .unwrap();
+        gc.defer(far, |tx| {
+            tx.execute("INSERT INTO t(k, v) VALUES (2, 20)", [])?;
+            Err(CoordError::Internal("refused".into()))
+        })
+        .unwrap();
+        assert!(
+            rows(&dir).is_empty(),
+            "committed before its deadline, alone"
+        );
+        let seen: i64 = gc
+            .run(Box::new(|tx, _| {
+                let v: i64 = tx.query_row("SELECT v FROM t WHERE k = 1", [], |r| r.get(0))?;
+                tx.execute("INSERT INTO t(k, v) VALUES (3, ?1)", [v + 1])?;
+                Ok(v)
+            }))
+            .await
+            .unwrap();
+        assert_eq!(seen, 10);
+        assert_eq!(rows(&dir), vec![(1, 10), (3, 11)]);
+    }
+
+    /// With no batch to ride with, deferred changes are committed together
+    /// by the first one's deadline; and those still waiting when the writer
+    /// stops are committed before it ends.
+    #[tokio::test]
+    async fn deferred_changes_alone_are_committed_by_their_deadline_or_at_the_stop() {
+        let (dir, gc, published) = open();
+        let soon = Instant::now() + std::time::Duration::from_millis(50);
+        for k in 1..=3i64 {
+            gc.defer(soon, move |tx| {
+                tx.execute("INSERT INTO t(k, v) VALUES (?1, ?1)", [k])?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while rows(&dir).len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "never committed: {:?}",
+                rows(&dir)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows(&dir), vec![(1, 1), (2, 2), (3, 3)]);
+        // Nothing was published for them: they have no callers.
+        assert!(published.try_iter().all(|e| e.is_empty()));
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        gc.defer(far, |tx| {
+            tx.execute("INSERT INTO t(k, v) VALUES (4, 4)", [])?;
+            Ok(())
+        })
+        .unwrap();
+        drop(gc);
+        assert_eq!(rows(&dir).last(), Some(&(4, 4)));
     }
 
     /// A failure that ends the transaction (here a change that commits it
