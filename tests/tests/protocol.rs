@@ -1280,6 +1280,89 @@ async fn a_completion_leases_the_next_task_within_the_worker_s_slots() {
     c.stop().await;
 }
 
+/// A run's next chunk goes to the worker that completed the chunk before
+/// it (whose cache holds the checkpoint it continues), ahead of a task that
+/// comes first in the job's order: here, another run's chunk released
+/// earlier. Without the preference, `a` would be handed that one and `b`'s
+/// checkpoint would be downloaded by `a`.
+#[tokio::test]
+async fn a_run_s_next_chunk_goes_to_the_worker_that_holds_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), Duration::from_secs(30)).await;
+    let mut client = c.jobs().await;
+    // Three runs of two one-epoch chunks, in the job's order run by run.
+    let job = submit(&mut client, &jobs::lr_ramp(3, 2, 1)).await.unwrap();
+    let mut w = c.workers().await;
+    let b = register(&mut w, "b").await;
+    let a = register(&mut w, "a").await;
+    let first_b = lease_one(&mut w, &b).await;
+    let first_a = lease_one(&mut w, &a).await;
+    let checkpoint = |worker: &str, t: &pb::TaskAssignment, next_slots: u32| {
+        let data = format!("checkpoint of {} by {worker}", t.task_id).into_bytes();
+        let hash = ridgeline_worker::engine::artifact::content_hash(&data);
+        let mut w = w.clone();
+        let (worker, t) = (worker.to_string(), t.clone());
+        async move {
+            w.upload_artifact(tokio_stream::iter(vec![pb::ArtifactChunk {
+                hash: hash.clone(),
+                size: data.len() as u64,
+                data,
+            }]))
+            .await
+            .unwrap();
+            w.complete(pb::CompleteRequest {
+                worker_id: worker,
+                task_id: t.task_id,
+                attempt: t.attempt,
+                end: Some(pb::RunEnd {
+                    kind: pb::run_end::Kind::Completed as i32,
+                    epoch: 1,
+                    ..Default::default()
+                }),
+                checkpoint_hash: hash,
+                epochs_trained: 1,
+                next_slots,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+        }
+    };
+    // b's chunk is done first and b takes nothing: its run's second chunk
+    // is ready, and first in the job's order.
+    assert!(checkpoint(&b, &first_b, 0).await.is_empty());
+    // a completes its chunk: it is handed its own run's next chunk.
+    let next = checkpoint(&a, &first_a, 1).await;
+    assert_eq!(next.len(), 1, "{next:?}");
+    let s = client
+        .get_job(pb::GetJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    let label = |id: &str| {
+        s.tasks
+            .iter()
+            .find(|t| t.task_id == id)
+            .map(|t| t.label.clone())
+            .unwrap()
+    };
+    // "seed=N" of "seed=N, epochs 0-1".
+    let run = |id: &str| label(id).split(", epochs ").next().unwrap().to_string();
+    assert_eq!(
+        label(&next[0].task_id),
+        format!("{}, epochs 1-2", run(&first_a.task_id))
+    );
+    // b, asking now, gets the chunk that continues its own run.
+    let then = lease_one(&mut w, &b).await;
+    assert_eq!(
+        label(&then.task_id),
+        format!("{}, epochs 1-2", run(&first_b.task_id))
+    );
+    c.stop().await;
+}
+
 /// A worker registered with `lease_ahead` gets tasks beyond its slots, to
 /// queue, but only from a job with ready tasks to spare (more than the idle
 /// slots of live workers): a queued task must not keep an idle worker

@@ -285,6 +285,10 @@ async fn run(args: Args) -> Result<()> {
     // ends at attempt 2 or more.
     let again = job.tasks.iter().filter(|t| t.attempt > 1).count();
     println!("| tasks leased again (taken back from a queue, or retried) | {again} | |");
+    let (kept, chunks) = continued_on_same_worker(&job.tasks);
+    println!(
+        "| chunks run on the worker that wrote the checkpoint they continue (no download) | {kept} of {chunks} | |"
+    );
     println!(
         "| engine time the job reports (GetResults) | {:.1} s | |",
         results.engine_seconds
@@ -319,6 +323,40 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Of the training chunks that continue a previous one (label
+/// "{curve}, epochs {from}-{to}": same stage and curve, `from` the
+/// previous `to`), how many ran on the worker that ran the previous one.
+fn continued_on_same_worker(tasks: &[pb::TaskStatus]) -> (usize, usize) {
+    let chunk = |t: &pb::TaskStatus| -> Option<(String, String, u32, u32)> {
+        let (curve, epochs) = t.label.rsplit_once(", epochs ")?;
+        let (from, to) = epochs.split_once('-')?;
+        Some((
+            t.stage.clone(),
+            curve.to_string(),
+            from.parse().ok()?,
+            to.parse().ok()?,
+        ))
+    };
+    let by_end: HashMap<(String, String, u32), &str> = tasks
+        .iter()
+        .filter_map(|t| chunk(t).map(|(s, c, _, to)| ((s, c, to), t.worker_id.as_str())))
+        .collect();
+    let (mut kept, mut continuing) = (0, 0);
+    for t in tasks {
+        let Some((stage, curve, from, _)) = chunk(t) else {
+            continue;
+        };
+        if from == 0 {
+            continue;
+        }
+        if let Some(prev) = by_end.get(&(stage, curve, from)) {
+            continuing += 1;
+            kept += usize::from(*prev == t.worker_id);
+        }
+    }
+    (kept, continuing)
 }
 
 fn main() {

@@ -175,6 +175,7 @@ impl Scheduler {
                 &worker,
                 &caller.device,
                 room,
+                None,
                 &ahead,
                 now,
                 ttl,
@@ -423,7 +424,8 @@ impl Scheduler {
             )?;
             // The run's next chunk can start now: Leases waiting for work
             // are woken once this is committed.
-            if store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])? > 0 {
+            let released_chunk = store::exec(tx, "UPDATE tasks SET ready_ms = ?2 WHERE after = ?1", params![t.id, now])? > 0;
+            if released_chunk {
                 released.store(true, Ordering::Relaxed);
             }
             store::exec(tx,
@@ -495,7 +497,10 @@ impl Scheduler {
             // carries none).
             let caller = Caller::seen(tx, &req.worker_id, now)?;
             let room = caller.room(req.next_slots, leased_to(tx, &req.worker_id)?);
-            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &caller.device, room, &ahead, now, ttl)?;
+            // The chunk it released goes first to this worker, which holds
+            // its checkpoint (the worker's cache: nothing to download).
+            let follow = released_chunk.then_some(t.id.as_str());
+            let (tasks, waits) = pick_tasks(tx, published, &req.worker_id, &caller.device, room, follow, &ahead, now, ttl)?;
             Ok((tasks, waits, reported))
         })
         .await
@@ -885,8 +890,11 @@ impl Caller {
 /// Leases runnable tasks to `worker` (of `device`): up to `room.slots` for
 /// its free slots, then up to `room.queue` for its queue, these only from
 /// jobs with tasks to spare ([`LeaseAhead`]). The oldest active job first,
-/// each job's tasks in order. Returns the assignments and how long each
-/// waited in the queue (ms). Shared by Lease and by Complete's next lease.
+/// each job's tasks in order; but the chunk that continues `follow` (a
+/// task this worker has just completed, whose checkpoint it holds) before
+/// any other of its job, wherever it first fits. Returns the assignments
+/// and how long each waited in the queue (ms). Shared by Lease and by
+/// Complete's next lease.
 #[allow(clippy::too_many_arguments)]
 fn pick_tasks(
     tx: &Transaction,
@@ -894,6 +902,7 @@ fn pick_tasks(
     worker: &str,
     device: &str,
     room: Room,
+    mut follow: Option<&str>,
     ahead: &LeaseAhead,
     now: i64,
     ttl: i64,
@@ -937,15 +946,40 @@ fn pick_tasks(
                     continue;
                 }
             }
-            let mut st = tx.prepare_cached(&format!(
-                "SELECT {TASK_COLS} FROM tasks t
-                 WHERE t.job_id = ?1 AND t.state = 'pending'
-                   AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
-                 ORDER BY t.ordinal LIMIT ?2"
-            ))?;
-            let found = st
-                .query_map(params![job, left as i64], store::task_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The continued chunk first (it is ready: `follow` is done).
+            let mut found = match follow {
+                Some(prev) => {
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {TASK_COLS} FROM tasks t
+                         WHERE t.after = ?1 AND t.job_id = ?2 AND t.state = 'pending' LIMIT 1"
+                    ))?;
+                    let next = st
+                        .query_map(params![prev, job], store::task_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    next
+                }
+                None => vec![],
+            };
+            if !found.is_empty() {
+                follow = None;
+            }
+            if found.len() < left {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {TASK_COLS} FROM tasks t
+                     WHERE t.job_id = ?1 AND t.state = 'pending'
+                       AND (t.after IS NULL OR (SELECT p.state FROM tasks p WHERE p.id = t.after) = 'done')
+                     ORDER BY t.ordinal LIMIT ?2"
+                ))?;
+                let (first, more) = (found.first().map(|t| t.id.clone()), left - found.len());
+                let rest = st
+                    .query_map(params![job, left as i64], store::task_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                found.extend(
+                    rest.into_iter()
+                        .filter(|t| Some(&t.id) != first.as_ref())
+                        .take(more),
+                );
+            }
             if !queued {
                 ahead.taken(job, found.len());
             }
