@@ -308,7 +308,9 @@ async fn run(args: Args) -> Result<()> {
             e.2 += (t.leased_unix_ms - t.ready_unix_ms).max(0);
         }
         if t.done_unix_ms > 0 {
-            e.3 += (t.done_unix_ms - t.leased_unix_ms - t.engine_ms as i64).max(0);
+            // From its start: a task leased ahead waited in the queue.
+            let start = t.started_unix_ms.max(t.leased_unix_ms);
+            e.3 += (t.done_unix_ms - start - t.engine_ms as i64).max(0);
         }
     }
     println!();
