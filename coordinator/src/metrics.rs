@@ -107,7 +107,7 @@ impl Metrics {
         let leases = Family::<Labels, Counter>::default();
         registry.register(
             "leases",
-            "Looks at the queue for a Lease (heartbeat) call, by whether its lease renewals were committed before the answer (committed) or deferred to ride with the next batch of changes, the worker having no room for a task (deferred)",
+            "Looks at the queue for a Lease (heartbeat) call, by whether its lease renewals were committed before the answer (committed) or deferred to ride with the next batch of changes, the worker asking for no task (deferred)",
             leases.clone(),
         );
         // 0.1 ms … ~0.4 s.

@@ -1086,7 +1086,7 @@ async fn a_long_poll_wakes_for_work_made_ready_not_for_every_commit() {
     c.stop().await;
 }
 
-/// A worker with no room for a task has nothing to be handed: its
+/// A worker that asks for no task has nothing to be handed: its
 /// heartbeat is answered from the last commit, and its renewals ride with a
 /// later batch (`ridgeline_leases_total{renewals="deferred"}`). They are
 /// still real: a lease renewed that way outlives its TTL many times over,

@@ -125,10 +125,12 @@ impl Scheduler {
                 req.running.len()
             )));
         }
-        // A heartbeat with nothing to hand out needs no commit of its own.
-        if let Some(answer) = self.renew_only(&req, &worker, arrived)? {
-            self.metrics().heartbeat(false);
-            return Ok(answer);
+        // A heartbeat that asks for nothing needs no commit of its own.
+        if req.free_slots == 0 {
+            if let Some(answer) = self.renew_only(&req, &worker, arrived)? {
+                self.metrics().heartbeat(false);
+                return Ok(answer);
+            }
         }
         self.metrics().heartbeat(true);
         let ttl = self.config.lease_ttl.as_millis() as i64;
@@ -192,13 +194,14 @@ impl Scheduler {
         })
     }
 
-    /// The heartbeat of a worker with no room for a task and no task it
-    /// holds without knowing: nothing to hand out, so nothing to commit
-    /// before answering. What to stop is read from the last commit; the
-    /// renewals of its leases and the time it was seen are deferred to ride
-    /// with the next batch of changes, run first in it (a renewal need not
-    /// be durable: after a restart every lease gets a full TTL). `None`: the
-    /// heartbeat needs the writer (a task to hand out, or to send again).
+    /// The heartbeat of a worker that asks for no task (no free slot or
+    /// queue place) and holds none without knowing: nothing to hand out,
+    /// so nothing to commit before answering. What to stop is read from
+    /// the last commit; the renewals of its leases and the time it was seen
+    /// are deferred to ride with the next batch of changes, run first in it
+    /// (a renewal need not be durable: after a restart every lease gets a
+    /// full TTL). `None`: the heartbeat needs the writer (a task it holds
+    /// without knowing, to send again).
     fn renew_only(
         &self,
         req: &pb::LeaseRequest,
@@ -211,12 +214,8 @@ impl Scheduler {
             let conn = self.read();
             // One snapshot for all the reads.
             let snapshot = conn.unchecked_transaction()?;
-            let caller = Caller::look_up(&snapshot, worker, now)?;
-            let held = (req.running.len() as u32).max(leased_to(&snapshot, worker)?);
-            let room = caller.room(req.free_slots, held);
-            if room.slots + room.queue > 0 {
-                return Ok(None);
-            }
+            // Registered? (Asking for nothing, it has no room whatever it holds.)
+            Caller::look_up(&snapshot, worker, now)?;
             let mut stop = vec![];
             let mut renew = vec![];
             for r in &req.running {
