@@ -34,6 +34,35 @@ impl TaskSpec {
     }
 }
 
+/// What a task's measurements are checked against, read from its JSON
+/// spec without building the rest (the run's data and model are skipped
+/// unparsed): the coordinator reads it on every report and completion.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskShape {
+    pub kind: TaskKind,
+    /// A training chunk's epochs (0 for a line search).
+    #[serde(default)]
+    pub from_epoch: usize,
+    #[serde(default)]
+    pub to_epoch: usize,
+    /// A line search's points: (index in the job's list, a).
+    #[serde(default)]
+    pub points: Vec<(u32, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Train,
+    LineSearch,
+}
+
+impl TaskShape {
+    pub fn from_json(s: &str) -> Result<TaskShape, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainTask {
     pub curve: String,

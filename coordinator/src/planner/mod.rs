@@ -219,4 +219,40 @@ epochs = 5
         }
         assert!(tasks.iter().all(|t| t.after.is_none()));
     }
+
+    /// The light reading of a stored spec that reports are checked against
+    /// (`TaskShape`) agrees with the full one, for every kind of task.
+    #[test]
+    fn a_task_s_shape_reads_what_its_spec_says() {
+        use ridgeline_common::task::{TaskKind, TaskShape};
+        let search = RAMP
+            .replace("kind = \"lr_ramp\"", "kind = \"line_search\"")
+            .replace(
+                "[lr_ramp]\nstart = 1e-3\nend = 1.0\nepochs = 5",
+                "[line_search]\npoints = 11\npoints_per_task = 4",
+            );
+        let mut kinds = vec![];
+        for text in [RAMP.to_string(), search] {
+            let job = JobSpec::parse(&text, JobFormat::Toml).unwrap();
+            for t in plan(&job) {
+                let shape = TaskShape::from_json(&t.spec.to_json()).unwrap();
+                match &t.spec {
+                    TaskSpec::Train(tr) => {
+                        assert_eq!(shape.kind, TaskKind::Train);
+                        assert_eq!(
+                            (shape.from_epoch, shape.to_epoch),
+                            (tr.from_epoch, tr.to_epoch)
+                        );
+                        assert!(shape.points.is_empty());
+                    }
+                    TaskSpec::LineSearch(ls) => {
+                        assert_eq!(shape.kind, TaskKind::LineSearch);
+                        assert_eq!(shape.points, ls.points);
+                    }
+                }
+                kinds.push(shape.kind);
+            }
+        }
+        assert!(kinds.contains(&TaskKind::Train) && kinds.contains(&TaskKind::LineSearch));
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use prost::Message;
 use ridgeline_common::proto::v1 as pb;
 use ridgeline_common::proto::PROTOCOL_VERSION;
-use ridgeline_common::task::TaskSpec;
+use ridgeline_common::task::{TaskKind, TaskShape, TaskSpec};
 use ridgeline_common::wire;
 use ridgeline_common::{TaskId, WorkerId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -212,21 +212,43 @@ impl Scheduler {
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let (stop, renew) = {
             let conn = self.read();
-            // One snapshot for all the reads.
-            let snapshot = conn.unchecked_transaction()?;
-            // Registered? (Asking for nothing, it has no room whatever it holds.)
-            Caller::look_up(&snapshot, worker, now)?;
+            // What it holds, in one read (by the leased-by-worker index):
+            // each listed attempt is renewed or stopped, and one it holds
+            // without listing it needs the writer.
+            let mut st = conn.prepare_cached(
+                "SELECT id, attempt, leased_ms FROM tasks WHERE worker_id = ?1 AND state = 'leased'",
+            )?;
+            let held = st
+                .query_map([worker], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let before = arrived - UNLISTED_GRACE_MS;
+            if held.iter().any(|(id, _, leased)| {
+                *leased < before && !req.running.iter().any(|r| &r.task_id == id)
+            }) {
+                return Ok(None);
+            }
+            if held.is_empty() {
+                // Registered? (Asking for nothing, it has no room whatever
+                // it holds.)
+                Caller::look_up(&conn, worker, now)?;
+            }
             let mut stop = vec![];
             let mut renew = vec![];
             for r in &req.running {
-                if holds(&snapshot, worker, r)? {
+                if held
+                    .iter()
+                    .any(|(id, attempt, _)| id == &r.task_id && *attempt == r.attempt)
+                {
                     renew.push((r.task_id.clone(), r.attempt));
                 } else {
                     stop.push(r.task_id.clone());
                 }
-            }
-            if !unlisted(&snapshot, worker, &req.running, arrived - UNLISTED_GRACE_MS)?.is_empty() {
-                return Ok(None);
             }
             (stop, renew)
         };
@@ -366,7 +388,7 @@ impl Scheduler {
         let (ahead, released) = (self.ahead.clone(), self.released.clone());
         self.write(move |tx, published| {
             let now = now_ms();
-            // The task's row is read, and its spec parsed, once.
+            // The task's row is read, and its spec's shape parsed, once.
             let found = store::get_task(tx, &task_id)?;
             // A resent completion of an attempt already done is acknowledged.
             if let Some(t) = &found {
@@ -375,11 +397,11 @@ impl Scheduler {
                 }
             }
             let t = Self::held_by(found, &task_id, req.attempt, &req.worker_id)?;
-            let spec = parse_spec(&t)?;
+            let shape = parse_shape(&t)?;
             // Its last measurements first, as their Report would store them
             // (its lease is not renewed: it ends here).
             let reported = match &req.last_report {
-                Some(r) => store_measurements(tx, published, &t, &spec, r, now)?,
+                Some(r) => store_measurements(tx, published, &t, &shape, r, now)?,
                 None => false,
             };
             // The worker's figure, but never more than the attempt has been
@@ -391,7 +413,7 @@ impl Scheduler {
                 ));
             }
             let diverged = matches!(outcome, ridgeline_common::RunOutcome::Diverged { .. });
-            if matches!(spec, TaskSpec::Train(_)) && req.checkpoint_hash.is_empty() && !t.last_chunk && !diverged {
+            if shape.kind == TaskKind::Train && req.checkpoint_hash.is_empty() && !t.last_chunk && !diverged {
                 return Err(CoordError::InvalidArgument(
                     "`checkpoint_hash`: a training chunk that is not the last must hand on a checkpoint".into(),
                 ));
@@ -431,9 +453,10 @@ impl Scheduler {
                 "UPDATE jobs SET epochs_trained = epochs_trained + ?2, engine_ms = engine_ms + ?3 WHERE id = ?1",
                 params![t.job_id, req.epochs_trained as i64, engine_ms],
             )?;
+            // Seen now, as well (for the next lease below).
             store::exec(tx,
-                "UPDATE workers SET tasks_done = tasks_done + 1, failures_in_row = 0 WHERE id = ?1",
-                [&req.worker_id],
+                "UPDATE workers SET tasks_done = tasks_done + 1, failures_in_row = 0, last_seen_ms = ?2 WHERE id = ?1",
+                params![req.worker_id, now],
             )?;
             let ev = store::append_event(tx, &t.job_id, now, task_event(&t, "done", ""))?;
             published.push(Published {
@@ -447,7 +470,7 @@ impl Scheduler {
                     task_id: t.id.clone(),
                     attempt: t.attempt,
                 };
-                if matches!(spec, TaskSpec::Train(_)) {
+                if shape.kind == TaskKind::Train {
                     store::exec(tx,
                         "INSERT OR REPLACE INTO measurements(job_id, curve, kind, key, payload, task_id, attempt)
                          VALUES (?1, ?2, 'end', 0, ?3, ?4, ?5)",
@@ -494,7 +517,7 @@ impl Scheduler {
             // The next lease. The worker's slots (and queue) minus what the
             // store says it holds (not a list from the worker: this call
             // carries none).
-            let caller = Caller::seen(tx, &req.worker_id, now)?;
+            let caller = Caller::look_up(tx, &req.worker_id, now)?;
             let room = caller.room(req.next_slots, leased_to(tx, &req.worker_id)?);
             // The chunk it released goes first to this worker, which holds
             // its checkpoint (the worker's cache: nothing to download).
@@ -767,23 +790,23 @@ fn count_failure(
 /// line search, a point of a training chunk, an epoch outside the chunk, a
 /// point the task was not given. (Stored by its step or index, it would
 /// replace a measurement of another task of the run.)
-fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
+fn check_fits(t: &TaskShape, i: usize, item: &pb::Progress) -> Result<()> {
     use pb::progress::Kind;
     let refuse = |field: &str, message: String| {
         Err(CoordError::InvalidArgument(format!(
             "`items[{i}].{field}`: {message}"
         )))
     };
-    match (spec, &item.kind) {
-        (TaskSpec::LineSearch(_), Some(Kind::Epoch(_))) => refuse(
+    match (t.kind, &item.kind) {
+        (TaskKind::LineSearch, Some(Kind::Epoch(_))) => refuse(
             "epoch",
             "a line-search task measures points, not epochs".into(),
         ),
-        (TaskSpec::Train(_), Some(Kind::Point(_))) => refuse(
+        (TaskKind::Train, Some(Kind::Point(_))) => refuse(
             "point",
             "a training task measures epochs, not line-search points".into(),
         ),
-        (TaskSpec::Train(t), Some(Kind::Epoch(e)))
+        (TaskKind::Train, Some(Kind::Epoch(e)))
             if !(t.from_epoch..=t.to_epoch).contains(&(e.epoch as usize)) =>
         {
             refuse(
@@ -794,8 +817,8 @@ fn check_fits(spec: &TaskSpec, i: usize, item: &pb::Progress) -> Result<()> {
                 ),
             )
         }
-        (TaskSpec::LineSearch(ls), Some(Kind::Point(p)))
-            if !ls.points.iter().any(|&(index, _)| index == p.index) =>
+        (TaskKind::LineSearch, Some(Kind::Point(p)))
+            if !t.points.iter().any(|&(index, _)| index == p.index) =>
         {
             refuse(
                 "point.index",
@@ -924,12 +947,21 @@ fn pick_tasks(
         "cpu"
     };
     let mut jobs_st = tx.prepare_cached(
-        "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND device IN ('any', ?1)
+        "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') AND device IN ('any', ?1)
          ORDER BY created_ms, rowid",
     )?;
-    let active = jobs_st
-        .query_map([kind], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut active = vec![];
+    // Jobs none of whose tasks is leased yet: the first lease starts them.
+    let mut unstarted = std::collections::HashSet::new();
+    for row in jobs_st.query_map([kind], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })? {
+        let (id, state) = row?;
+        if state == "queued" {
+            unstarted.insert(id.clone());
+        }
+        active.push(id);
+    }
     // The slots first; then the queue, whose picks must see the first
     // ones leased.
     for (want, queued) in [(room.slots, false), (room.queue, true)] {
@@ -993,8 +1025,9 @@ fn pick_tasks(
             )?);
         }
         for t in picked {
+            let starts_job = unstarted.remove(&t.job_id);
             if let Some((assignment, waited)) =
-                lease_one(tx, published, t, worker, queued, now, ttl)?
+                lease_one(tx, published, t, worker, queued, starts_job, now, ttl)?
             {
                 if queued {
                     ahead.queued_to(&assignment.task_id, worker, assignment.attempt, now, ttl);
@@ -1160,7 +1193,8 @@ fn spec_to_send(tx: &Transaction, t: &mut TaskRow) -> Result<std::result::Result
 
 /// Leases one picked task to `worker`; `None` when its job failed instead
 /// (a chunk with nothing to continue from). Also returns how long it
-/// waited in the queue, when known.
+/// waited in the queue, when known. `starts_job`: its job is queued (this
+/// is its first lease) and now runs.
 #[allow(clippy::too_many_arguments)]
 fn lease_one(
     tx: &Transaction,
@@ -1168,6 +1202,7 @@ fn lease_one(
     mut t: TaskRow,
     worker: &str,
     queued: bool,
+    starts_job: bool,
     now: i64,
     ttl: i64,
 ) -> Result<Option<(pb::TaskAssignment, Option<i64>)>> {
@@ -1187,13 +1222,7 @@ fn lease_one(
     // How long it waited in the queue (ready → leased).
     let waited = (t.ready_ms > 0).then(|| (now - t.ready_ms).max(0));
     t.worker_id = worker.to_string();
-    let job_state: String = store::one(
-        tx,
-        "SELECT state FROM jobs WHERE id = ?1",
-        [&t.job_id],
-        |r| r.get(0),
-    )?;
-    if job_state == "queued" {
+    if starts_job {
         store::exec(
             tx,
             "UPDATE jobs SET state = 'running' WHERE id = ?1",
@@ -1254,8 +1283,8 @@ fn store_report(
     ttl: i64,
 ) -> Result<pb::ReportResponse> {
     let t = Scheduler::current_lease(tx, &req.task_id, req.attempt, &req.worker_id)?;
-    let spec = parse_spec(&t)?;
-    let stored = store_measurements(tx, published, &t, &spec, req, now)?;
+    let shape = parse_shape(&t)?;
+    let stored = store_measurements(tx, published, &t, &shape, req, now)?;
     // A report is a sign of life: the lease is renewed.
     store::exec(
         tx,
@@ -1274,24 +1303,24 @@ fn store_report(
     })
 }
 
-/// `t`'s spec, as stored.
-fn parse_spec(t: &TaskRow) -> Result<TaskSpec> {
-    TaskSpec::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))
+/// The shape of `t`'s spec, as stored (what its measurements must fit).
+fn parse_shape(t: &TaskRow) -> Result<TaskShape> {
+    TaskShape::from_json(&t.spec).map_err(|e| CoordError::Storage(format!("task {}: {e}", t.id)))
 }
 
 /// Stores the measurements of `req`, a report of the task `t` (whose
-/// `spec` they must fit), unless a report of the same seq was stored
+/// `shape` they must fit), unless a report of the same seq was stored
 /// before. Returns whether they were stored.
 fn store_measurements(
     tx: &Transaction,
     published: &mut Vec<Published>,
     t: &TaskRow,
-    spec: &TaskSpec,
+    shape: &TaskShape,
     req: &pb::ReportRequest,
     now: i64,
 ) -> Result<bool> {
     for (i, item) in req.items.iter().enumerate() {
-        check_fits(spec, i, item)?;
+        check_fits(shape, i, item)?;
     }
     let fresh = store::exec(
         tx,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ridgeline_common::job::JobSpec;
 use ridgeline_common::proto::v1 as pb;
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 
 use super::transitions::finish_job;
 use super::{insert_tasks, task_event, Published};
@@ -30,12 +30,19 @@ pub(super) fn advance(
     now: i64,
     published: &mut Vec<Published>,
 ) -> Result<bool> {
+    // Its kind first: most completions are not a procedure's, and need
+    // not read the job's spec.
+    let kind: Option<String> =
+        store::one(tx, "SELECT kind FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if kind.as_deref() != Some("procedure") {
+        return Ok(false);
+    }
     let Some(job) = store::get_job(tx, job_id)? else {
         return Ok(false);
     };
-    if job.kind != "procedure" {
-        return Ok(false);
-    }
     if super::is_terminal(&job.state) {
         return Ok(true);
     }
