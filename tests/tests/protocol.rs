@@ -573,12 +573,17 @@ async fn retries_are_bounded_and_the_job_fails_with_the_reason() {
 }
 
 /// Leases the next task for `worker`.
-async fn lease_one(
-    w: &mut ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient<
-        tonic::transport::Channel,
-    >,
-    worker: &str,
-) -> pb::TaskAssignment {
+type Workers = ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient<
+    tonic::transport::Channel,
+>;
+
+/// A Lease for one slot that must hand out a task.
+async fn lease_one(w: &mut Workers, worker: &str) -> pb::TaskAssignment {
+    lease_one_or_none(w, worker).await.expect("a task to lease")
+}
+
+/// A Lease for one slot: the task it hands out, if any.
+async fn lease_one_or_none(w: &mut Workers, worker: &str) -> Option<pb::TaskAssignment> {
     w.lease(pb::LeaseRequest {
         worker_id: worker.into(),
         free_slots: 1,
@@ -589,7 +594,34 @@ async fn lease_one(
     .unwrap()
     .into_inner()
     .tasks
-    .remove(0)
+    .into_iter()
+    .next()
+}
+
+/// A Lease for one slot that waits (up to a minute) for a task.
+fn long_poll(
+    w: &Workers,
+    worker: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::LeaseResponse>, tonic::Status>> {
+    let (mut w, worker) = (w.clone(), worker.to_string());
+    tokio::spawn(async move {
+        w.lease(pb::LeaseRequest {
+            worker_id: worker,
+            free_slots: 1,
+            running: vec![],
+            wait_ms: 60_000,
+        })
+        .await
+    })
+}
+
+/// A counter or count from the coordinator's `/metrics` (0 if absent).
+async fn counter(http: std::net::SocketAddr, name: &str) -> u64 {
+    let text = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 fn report(worker: &str, t: &pb::TaskAssignment, seq: u64, epoch: u32) -> pb::ReportRequest {
@@ -943,19 +975,7 @@ async fn a_long_poll_lease_gets_a_task_submitted_while_it_waits() {
         .unwrap()
         .into_inner();
     assert!(empty.tasks.is_empty());
-    let waiting = {
-        let mut w = w.clone();
-        let a = a.clone();
-        tokio::spawn(async move {
-            w.lease(pb::LeaseRequest {
-                worker_id: a,
-                free_slots: 1,
-                running: vec![],
-                wait_ms: 60_000,
-            })
-            .await
-        })
-    };
+    let waiting = long_poll(&w, &a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !waiting.is_finished(),
@@ -1017,26 +1037,9 @@ async fn a_long_poll_wakes_for_work_made_ready_not_for_every_commit() {
     let first = lease_one(&mut w, &b).await;
     let a = register(&mut w, "a").await;
     // Passes over the queue so far (each Lease look is timed).
-    let passes = || async move {
-        let text = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
-        text.lines()
-            .find_map(|l| l.strip_prefix("ridgeline_lease_duration_seconds_count "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no lease count in\n{text}"))
-    };
+    let passes = || counter(http, "ridgeline_lease_duration_seconds_count");
     let before = passes().await;
-    let waiting = {
-        let (mut w, a) = (w.clone(), a.clone());
-        tokio::spawn(async move {
-            w.lease(pb::LeaseRequest {
-                worker_id: a,
-                free_slots: 1,
-                running: vec![],
-                wait_ms: 60_000,
-            })
-            .await
-        })
-    };
+    let waiting = long_poll(&w, &a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Five reports, five commits with an event each, none readies a task.
     for seq in 1..=5 {
@@ -1109,13 +1112,7 @@ async fn a_full_worker_s_heartbeats_renew_its_leases_without_a_commit_of_their_o
     let a = register(&mut w, "a").await;
     let b = register(&mut w, "b").await;
     let task = lease_one(&mut w, &a).await;
-    let deferred = || async move {
-        let text = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
-        text.lines()
-            .find_map(|l| l.strip_prefix("ridgeline_leases_total{renewals=\"deferred\"} "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let deferred = || counter(http, "ridgeline_leases_total{renewals=\"deferred\"}");
     let heartbeat = |worker: String, task: pb::TaskAssignment| pb::LeaseRequest {
         worker_id: worker,
         free_slots: 0,
@@ -1181,26 +1178,6 @@ async fn a_full_worker_s_heartbeats_renew_its_leases_without_a_commit_of_their_o
     assert_eq!(hb.stop, vec![task.task_id.clone()]);
     assert_eq!(deferred().await - before, beats + 1);
     c.stop().await;
-}
-
-async fn lease_one_or_none(
-    w: &mut ridgeline_common::proto::v1::worker_service_client::WorkerServiceClient<
-        tonic::transport::Channel,
-    >,
-    worker: &str,
-) -> Option<pb::TaskAssignment> {
-    w.lease(pb::LeaseRequest {
-        worker_id: worker.into(),
-        free_slots: 1,
-        running: vec![],
-        wait_ms: 0,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .tasks
-    .into_iter()
-    .next()
 }
 
 /// A Complete with `next_slots` leases the worker's next task in the same
