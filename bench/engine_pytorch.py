@@ -22,7 +22,9 @@ momentum=0.9) step.  samples/s = N / wall time of the pass (shuffle and batch
 gathering included, as an engine's training loop would do them).
 
 Eval pass: forward only under torch.no_grad(), batches of --eval-batch (1024)
-over the same N examples, in order.
+over the same N examples, in order.  Evaluate pass: the same, plus what an
+evaluation reports: summed cross-entropy and correct predictions (argmax),
+read back per batch.
 
 One warm-up pass, then --repeats timed passes (default 5); the median is
 reported.
@@ -33,8 +35,9 @@ Usage
   python3 bench/engine_pytorch.py --threads 1 --models mlp_64_128_10
   python3 bench/engine_pytorch.py --quick --json        # CI smoke test (seconds)
 
-JSON line fields: engine ("pytorch"), model, phase ("train" | "eval"), batch
-(the batch size of that phase: 64 for train, --eval-batch for eval), threads,
+JSON line fields: engine ("pytorch"), model, phase ("train" | "eval" |
+"evaluate"), batch (the batch size of that phase: 64 for train, --eval-batch
+for the others), threads,
 samples_per_s, median_of (number of timed passes).
 """
 
@@ -113,6 +116,21 @@ def eval_pass(model, x, batch):
     return n
 
 
+def evaluate_pass(model, x, y, batch):
+    """What an evaluation reports: summed cross-entropy and correct
+    predictions over all examples, forward under no_grad."""
+    n = x.shape[0]
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            out = model(x[i:i + batch])
+            yb = y[i:i + batch]
+            loss += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    return n
+
+
 def timed(fn, repeats):
     fn()  # warm-up
     rates = []
@@ -133,7 +151,12 @@ def bench_model(name, n, repeats, eval_batch):
     gen = torch.Generator().manual_seed(SEED + 1)
     train = timed(lambda: train_pass(model, opt, x, y, gen), repeats)
     evl = timed(lambda: eval_pass(model, x, eval_batch), repeats)
-    return [("train", TRAIN_BATCH, train), ("eval", eval_batch, evl)]
+    full = timed(lambda: evaluate_pass(model, x, y, eval_batch), repeats)
+    return [
+        ("train", TRAIN_BATCH, train),
+        ("eval", eval_batch, evl),
+        ("evaluate", eval_batch, full),
+    ]
 
 
 def main(argv=None):

@@ -106,11 +106,12 @@ fn the_engine_bench_prints_every_row() {
     let exe = bench_exe("ridgeline-worker", "engine");
     let stdout = run_bench(&exe, &["--quick"], Duration::from_secs(600));
     for model in ["mlp_784_256_10", "cnn_small", "mlp_64_128_10"] {
-        for phase in ["train", "eval", "line_search"] {
+        for phase in ["train", "eval", "evaluate", "line_search"] {
             assert!(
-                stdout
-                    .lines()
-                    .any(|l| l.contains(model) && l.contains(phase)),
+                stdout.lines().any(|l| {
+                    let mut cols = l.split_whitespace();
+                    cols.next() == Some(model) && cols.next() == Some(phase)
+                }),
                 "no {model} {phase} row in:\n{stdout}"
             );
         }

@@ -18,7 +18,9 @@
 //! Each figure is the median of the timed passes after one warm-up pass; a
 //! training pass is exactly what the worker's training loop does for one
 //! epoch (shuffle, gather, forward, loss, NaN check, backward, SGD step with
-//! momentum 0.9), an evaluation pass is forward-only in batches of 1024.
+//! momentum 0.9), an `eval` pass is forward-only in batches of 1024, an
+//! `evaluate` pass is the worker's evaluation (loss and accuracy, as in its
+//! reports) over the same batches; PyTorch's script times the same three.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -29,13 +31,13 @@ use candle_core::{Device, Tensor};
 use rand_distr::{Distribution, StandardNormal};
 use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
 use ridgeline_common::{
-    DataSpec, DatasetSource, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
+    DataSpec, DatasetSource, MetricKind, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
 };
 use ridgeline_worker::engine::data::{Dataset, Split};
 use ridgeline_worker::engine::landscape::{self, DirectionOptions, EvalOptions};
 use ridgeline_worker::engine::model::ModelRegistry;
 use ridgeline_worker::engine::rng;
-use ridgeline_worker::engine::train::{Flow, Trainer};
+use ridgeline_worker::engine::train::{self, Flow, Trainer};
 
 const EVAL_BATCH: usize = 1024;
 
@@ -229,6 +231,18 @@ fn main() {
             }
             n
         });
+        // What the worker's evaluation does: loss and accuracy over all n.
+        let evaluate = timed(repeats, || {
+            train::evaluate(
+                net,
+                &data.train,
+                Task::Classification,
+                MetricKind::Accuracy,
+                EVAL_BATCH,
+            )
+            .expect("evaluate");
+            n
+        });
         // Line search: 9 points along a random direction, train loss/metric on
         // all n examples per point (heldout is one example here).
         let theta0 = net.weights().expect("weights");
@@ -248,6 +262,7 @@ fn main() {
             ("train", Some(train)),
             ("train_autograd", autograd),
             ("eval", Some(eval)),
+            ("evaluate", Some(evaluate)),
             ("line_search", Some(line)),
         ];
         for (phase, rate) in rows {

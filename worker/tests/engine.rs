@@ -566,3 +566,68 @@ fn resume_is_exact_with_the_hand_written_cnn_step() {
     ));
     check_resume_is_exact(&s, 1);
 }
+
+/// Evaluation and line searches run their batches in parallel: the figures
+/// are the same with 1, 2 or 3 threads, for a classifier (line search on
+/// the first-layer fast path) and a regression model, with batches that do
+/// not divide the data.
+#[test]
+fn evaluation_and_line_searches_do_not_depend_on_the_thread_count() {
+    let regression = r#"
+epochs = 1
+batch_size = 32
+[data.source]
+kind = "neurons"
+n_train = 300
+n_heldout = 100
+image_size = 8
+[model]
+kind = "mlp"
+hidden = [32]
+[optimizer]
+kind = "adam"
+[schedule]
+lr = { kind = "constant", lr = 0.003 }
+"#;
+    for text in [
+        TABULAR_MLP.replace("epochs = 4", "epochs = 1"),
+        regression.into(),
+    ] {
+        let s = spec(&text);
+        let data = load(&s);
+        let reg = ModelRegistry::default();
+        let figures = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut t = Trainer::new(&s, data.clone(), &Device::Cpu, &reg).unwrap();
+                t.run(1, &mut Collect::default()).unwrap();
+                let net = t.network();
+                let metric = ridgeline_common::MetricKind::default_for(data.task);
+                let heldout = train::evaluate(net, &data.heldout, data.task, metric, 33).unwrap();
+                let theta0 = net.weights().unwrap();
+                let d = landscape::random_direction(
+                    &theta0,
+                    net.roles(),
+                    5,
+                    DirectionOptions::default(),
+                )
+                .unwrap();
+                let eval = EvalOptions {
+                    train_eval_size: 250,
+                    eval_batch: 33,
+                };
+                let alphas = [-0.5, 0.0, 0.7];
+                let line = landscape::line_search(net, &theta0, &d, &alphas, &data, eval, |_| true)
+                    .unwrap();
+                (heldout, line)
+            })
+        };
+        let two = figures(2);
+        assert!(two.0.loss.is_finite() && two.1.len() == 3);
+        assert_eq!(two, figures(1), "{text}");
+        assert_eq!(two, figures(3), "{text}");
+    }
+}

@@ -431,7 +431,7 @@ impl FirstLayerCache {
                 eval.eval_batch,
                 |i, _| {
                     let (z0, zd) = &cached[i];
-                    model.rest(&(z0 + zd.affine(a, 0.0)?)?)
+                    model.rest_at(z0, zd, a)
                 },
             )?);
         }
@@ -493,6 +493,12 @@ mod tests {
             activation: Activation::Tanh,
             init: Default::default(),
         });
+        // A ReLU MLP folds its first activation into z0 + a·zd.
+        let relu_mlp = ModelSpec::Mlp(MlpSpec {
+            hidden: vec![12, 7],
+            activation: Activation::Relu,
+            init: Default::default(),
+        });
         let cnn = ModelSpec::Cnn(CnnSpec {
             channels: vec![3, 4],
             kernel: 3,
@@ -502,7 +508,11 @@ mod tests {
             activation: Activation::Relu,
             init: Default::default(),
         });
-        for (spec, shape) in [(mlp, vec![1, 6, 6]), (cnn, vec![4, 8, 8])] {
+        for (spec, shape) in [
+            (mlp, vec![1, 6, 6]),
+            (relu_mlp, vec![36]),
+            (cnn, vec![4, 8, 8]),
+        ] {
             let ctx = ModelContext {
                 input_shape: shape.clone(),
                 outputs: 5,
@@ -534,6 +544,8 @@ mod tests {
                 eval_batch: 6,
             };
             let alphas = [-1.0, 0.0, 0.5, 2.0];
+            let cache = first_layer_cache(&net, &theta0, &d, &[&data.train], eval).unwrap();
+            assert!(cache.is_some(), "{spec:?} takes the fast path");
             let fast = line_search(&net, &theta0, &d, &alphas, &data, eval, |_| true).unwrap();
             assert_eq!(fast.len(), alphas.len());
             let train = data.train.head(20).unwrap();

@@ -30,12 +30,17 @@ impl Mlp {
 impl Mlp {
     /// From the output of layer `i` (before its activation) to the outputs.
     fn after_layer(&self, i: usize, h: Tensor) -> candle_core::Result<Tensor> {
-        let mut h = if i < self.layers.len() - 1 {
-            activate(&h, self.activation)?
+        if i < self.layers.len() - 1 {
+            self.layers_from(i + 1, activate(&h, self.activation)?)
         } else {
-            h
-        };
-        for j in i + 1..self.layers.len() {
+            Ok(h)
+        }
+    }
+
+    /// From the input of layer `j` (the previous layer's activated
+    /// output) to the outputs.
+    fn layers_from(&self, j: usize, mut h: Tensor) -> candle_core::Result<Tensor> {
+        for j in j..self.layers.len() {
             h = self.layer(j, &h)?;
         }
         Ok(h)
@@ -76,5 +81,13 @@ impl SplitFirst for Mlp {
 
     fn rest(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         self.after_layer(0, z.clone())
+    }
+
+    fn rest_at(&self, z0: &Tensor, zd: &Tensor, a: f64) -> candle_core::Result<Tensor> {
+        if self.activation == Activation::Relu && self.layers.len() > 1 {
+            self.layers_from(1, ops::axpy(z0, zd, a, true)?)
+        } else {
+            self.rest(&ops::axpy(z0, zd, a, false)?)
+        }
     }
 }

@@ -39,13 +39,21 @@ pub trait Model: Send + Sync {
 }
 
 /// A model split after its first layer (see [`Model::split_first`]).
-pub trait SplitFirst {
+pub trait SplitFirst: Send + Sync {
     /// The first layer's output (before its activation) with weight `w`
     /// and bias `b` instead of the model's own.
     fn first(&self, xs: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor>;
     /// The rest of the forward pass from the first layer's output, with the
     /// model's current parameters.
     fn rest(&self, z: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// [`SplitFirst::rest`] from the first layer's output `z0 + a·zd` (a
+    /// line search point), computed in one pass. A model whose activation
+    /// after the first layer is a ReLU can fold it in
+    /// ([`crate::engine::ops::axpy`]).
+    fn rest_at(&self, z0: &Tensor, zd: &Tensor, a: f64) -> candle_core::Result<Tensor> {
+        self.rest(&crate::engine::ops::axpy(z0, zd, a, false)?)
+    }
 }
 
 /// What a model is built for.

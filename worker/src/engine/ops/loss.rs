@@ -124,6 +124,85 @@ impl CustomOp2 for CrossEntropy {
     }
 }
 
+/// What evaluating a classifier on a batch needs, from one op instead of
+/// candle's nine (cross-entropy, argmax, compare, sums and copies): for the
+/// small models, those ops' fixed costs were most of an evaluation batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSummary {
+    /// The mean cross-entropy, as [`cross_entropy`] gives it.
+    pub loss: f64,
+    /// Rows whose prediction is their label.
+    pub correct: u64,
+    /// Rows predicting each class. A row's prediction is its first
+    /// maximum, as candle's `argmax` picks it.
+    pub predicted: Vec<u64>,
+}
+
+/// The [`BatchSummary`] of `logits: [B, C]` against `labels: [B]`, in one
+/// pass on the CPU; `None` off the CPU or for dtypes other than f32, where
+/// the caller uses candle's ops.
+pub fn summarize(logits: &Tensor, labels: &Tensor) -> Result<Option<BatchSummary>> {
+    if !use_fast_path(&[logits]) || !labels.device().is_cpu() {
+        return Ok(None);
+    }
+    let v = logits
+        .contiguous()?
+        .apply_op2_no_bwd(&labels.contiguous()?, &Summarize)?
+        .to_vec1::<f64>()?;
+    let [loss, correct, predicted @ ..] = &v[..] else {
+        candle_core::bail!("batch summary: {} values", v.len())
+    };
+    Ok(Some(BatchSummary {
+        loss: *loss,
+        correct: *correct as u64,
+        predicted: predicted.iter().map(|&c| c as u64).collect(),
+    }))
+}
+
+/// The kernel of [`summarize`]: `out[0]` the mean cross-entropy, `out[1]`
+/// the correct rows, `out[2 + c]` the rows predicting class `c`.
+pub(crate) fn summarize_forward(x: &[f32], labels: &[usize], classes: usize, out: &mut [f64]) {
+    out[0] = cross_entropy_forward(x, labels, classes) as f64;
+    for (row, &label) in x.chunks_exact(classes).zip(labels) {
+        // candle's argmax: the first strictly greater value replaces the
+        // best, so ties go to the first and a NaN never wins (unless first).
+        let (mut best, mut value) = (0, row[0]);
+        for (i, &v) in row.iter().enumerate() {
+            if value < v {
+                best = i;
+                value = v;
+            }
+        }
+        if best == label {
+            out[1] += 1.0;
+        }
+        out[2 + best] += 1.0;
+    }
+}
+
+struct Summarize;
+
+impl CustomOp2 for Summarize {
+    fn name(&self) -> &'static str {
+        "ridgeline-classification-summary"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, classes) = check(ll, yl)?;
+        let x = contiguous_f32(ls, ll, "classification logits")?;
+        let y = labels(ys, yl, classes)?;
+        let mut out = vec![0f64; classes + 2];
+        summarize_forward(x, &y, classes, &mut out);
+        Ok((CpuStorage::F64(out), Shape::from(classes + 2)))
+    }
+}
+
 /// `(logits, labels, g) → (softmax − onehot)·g/B`.
 struct CrossEntropyGrad;
 
@@ -185,5 +264,50 @@ mod tests {
         let x = randn(&[2, 3], 1);
         let bad = Tensor::from_vec(vec![0u32, 3], 2, &Device::Cpu).unwrap();
         assert!(cross_entropy(&x, &bad).is_err());
+    }
+
+    /// One op gives what cross-entropy, candle's `argmax`, `eq` and the
+    /// counts give, ties and NaN rows included.
+    #[test]
+    fn a_batch_summary_agrees_with_candle_s_ops() {
+        let (batch, classes) = (41, 5);
+        // Rounded logits, so that rows have ties; one row of NaN.
+        let mut x = (randn(&[batch, classes], 7) * 2.0)
+            .unwrap()
+            .round()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        x[3 * classes + 2] = f32::NAN;
+        let x = Tensor::from_vec(x, (batch, classes), &Device::Cpu).unwrap();
+        let y: Vec<u32> = (0..batch as u32)
+            .map(|j| (j * 3) % classes as u32)
+            .collect();
+        let y = Tensor::from_vec(y, batch, &Device::Cpu).unwrap();
+        let s = summarize(&x, &y).unwrap().expect("an f32 CPU batch");
+        let argmax = x.argmax(1).unwrap();
+        let correct = argmax
+            .eq(&y)
+            .unwrap()
+            .to_dtype(candle_core::DType::U32)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<u32>()
+            .unwrap();
+        let mut predicted = vec![0u64; classes];
+        for c in argmax.to_vec1::<u32>().unwrap() {
+            predicted[c as usize] += 1;
+        }
+        let loss = cross_entropy(&x, &y).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(s.correct, correct as u64);
+        assert_eq!(s.predicted, predicted);
+        assert_eq!(s.loss.to_bits(), (loss as f64).to_bits());
+        assert!(s.correct > 0 && s.predicted.iter().filter(|&&c| c > 0).count() > 1);
+        // Off the fast path (f64 logits), the caller uses candle's ops.
+        let x64 = x.to_dtype(candle_core::DType::F64).unwrap();
+        assert_eq!(summarize(&x64, &y).unwrap(), None);
     }
 }

@@ -11,9 +11,11 @@
 //! | [`linear_relu`] | `candle_nn::Linear` + `relu` | as `linear`; relu backward is five full-size ops |
 //! | [`relu_max_pool2d`] | `relu` + `max_pool2d(2)` | pool backward is ~7 full-size tensor ops |
 //! | [`cross_entropy`] | `candle_nn::loss::cross_entropy` | ~15 tiny ops per step |
+//! | [`summarize`] | cross-entropy, `argmax`, `eq`, sums | nine tiny ops per evaluation batch |
+//! | [`axpy`] | `affine` + `add` (+ `relu`) | a line search point's first layer: 2-3 full-size passes |
 //!
-//! Every op computes a gradient only for arguments that track one (data
-//! inputs get none), runs on rayon's pool (`RAYON_NUM_THREADS`) with a
+//! Every training op computes a gradient only for arguments that track one
+//! (data inputs get none; the two evaluation ops have no backward), runs on rayon's pool (`RAYON_NUM_THREADS`) with a
 //! result that does not depend on the thread count, and falls back to
 //! candle's own ops off the CPU or for dtypes other than f32, so a CUDA build
 //! behaves as before. Tests compare each op, forward and backward, with
@@ -25,15 +27,17 @@
 //! `channel_sum`), which the hand-written training step of
 //! `engine::train` calls on its own buffers: both paths run the same code.
 
+pub(crate) mod axpy;
 pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod pool;
 
+pub use axpy::axpy;
 pub use conv::conv2d;
 pub use linear::{linear, linear_relu};
-pub use loss::cross_entropy;
+pub use loss::{cross_entropy, summarize, BatchSummary};
 pub use pool::relu_max_pool2d;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};

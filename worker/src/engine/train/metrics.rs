@@ -2,11 +2,13 @@
 //! classification; mean squared error, R² and Pearson r for regression.
 
 use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 use ridgeline_common::{MetricKind, Metrics, Task};
 
 use crate::engine::data::Split;
 use crate::engine::error::Result;
 use crate::engine::model::Network;
+use crate::engine::ops::{self, BatchSummary};
 
 /// The training loss of a batch: mean cross-entropy over examples
 /// (classification) or mean squared error over all entries (regression).
@@ -32,42 +34,51 @@ pub fn evaluate(
 /// inputs)` for consecutive batches of `eval_batch` examples of `split`
 /// (the line search's fast path computes them from cached first-layer
 /// outputs).
+///
+/// On the CPU the batches run in parallel on rayon's pool (the task's
+/// threads), each batch computed as it would be alone, and their figures
+/// are combined in batch order: the result does not depend on the thread
+/// count. For the small models, whose ops are too small to split, this is
+/// where a second thread helps.
 pub(crate) fn evaluate_with(
     split: &Split,
     task: Task,
     metric: MetricKind,
     eval_batch: usize,
-    mut forward: impl FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+    forward: impl Fn(usize, &Tensor) -> candle_core::Result<Tensor> + Sync,
 ) -> Result<Metrics> {
     let n = split.len;
     let bs = eval_batch.max(1);
+    let batches = n.div_ceil(bs);
+    // Batch `i`: its model outputs and labels.
+    let run = |i: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let start = i * bs;
+        let len = bs.min(n - start);
+        let x = split.x.narrow(0, start, len)?;
+        Ok((forward(i, &x)?, split.y.narrow(0, start, len)?))
+    };
+    let parallel = split.x.device().is_cpu() && batches > 1;
     match task {
         Task::Classification => {
+            let figures = per_batch(parallel, batches, |i| {
+                let (logits, y) = run(i)?;
+                Ok((summarize(&logits, &y)?, y.dim(0)?))
+            })?;
             let mut loss_sum = 0f64;
-            let mut correct = 0f64;
+            let mut correct = 0u64;
             let mut predicted: Vec<u64> = vec![];
-            let mut start = 0;
-            while start < n {
-                let len = bs.min(n - start);
-                let x = split.x.narrow(0, start, len)?;
-                let y = split.y.narrow(0, start, len)?;
-                let logits = forward(start / bs, &x)?;
-                let l = crate::engine::ops::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?;
-                loss_sum += l.to_scalar::<f64>()? * len as f64;
-                let argmax = logits.argmax(D::Minus1)?;
-                let hit = argmax.eq(&y)?.to_dtype(DType::F64)?.sum_all()?;
-                correct += hit.to_scalar::<f64>()?;
-                for class in argmax.to_vec1::<u32>()? {
-                    let class = class as usize;
-                    if predicted.len() <= class {
-                        predicted.resize(class + 1, 0);
-                    }
-                    predicted[class] += 1;
+            for (b, len) in &figures {
+                loss_sum += b.loss * *len as f64;
+                correct += b.correct;
+                if predicted.len() < b.predicted.len() {
+                    predicted.resize(b.predicted.len(), 0);
                 }
-                start += len;
+                for (p, c) in predicted.iter_mut().zip(&b.predicted) {
+                    *p += c;
+                }
             }
             let denom = n.max(1) as f64;
-            let accuracy = correct / denom;
+            let accuracy = correct as f64 / denom;
             Ok(Metrics {
                 loss: loss_sum / denom,
                 metric: accuracy,
@@ -79,14 +90,11 @@ pub(crate) fn evaluate_with(
             })
         }
         Task::Regression => {
-            let mut preds: Vec<f32> = Vec::new();
-            let mut start = 0;
-            while start < n {
-                let len = bs.min(n - start);
-                let p = forward(start / bs, &split.x.narrow(0, start, len)?)?;
-                preds.extend(p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-                start += len;
-            }
+            let preds = per_batch(parallel, batches, |i| {
+                let (p, _) = run(i)?;
+                p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+            })?
+            .concat();
             let targets = split
                 .y
                 .flatten_all()?
@@ -108,6 +116,42 @@ pub(crate) fn evaluate_with(
             })
         }
     }
+}
+
+/// `f(0), …, f(batches − 1)` in order, computed on rayon's pool when
+/// `parallel`.
+fn per_batch<T: Send>(
+    parallel: bool,
+    batches: usize,
+    f: impl Fn(usize) -> candle_core::Result<T> + Sync,
+) -> candle_core::Result<Vec<T>> {
+    if parallel {
+        (0..batches).into_par_iter().map(&f).collect()
+    } else {
+        (0..batches).map(f).collect()
+    }
+}
+
+/// A classifier's figures on one batch: one op on the CPU
+/// ([`ops::summarize`]), candle's ops elsewhere.
+fn summarize(logits: &Tensor, y: &Tensor) -> candle_core::Result<BatchSummary> {
+    if let Some(summary) = ops::summarize(logits, y)? {
+        return Ok(summary);
+    }
+    let loss = ops::cross_entropy(logits, y)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    let argmax = logits.argmax(D::Minus1)?;
+    let hit = argmax.eq(y)?.to_dtype(DType::F64)?.sum_all()?;
+    let mut predicted = vec![0; logits.dim(D::Minus1)?];
+    for class in argmax.to_vec1::<u32>()? {
+        predicted[class as usize] += 1;
+    }
+    Ok(BatchSummary {
+        loss,
+        correct: hit.to_scalar::<f64>()? as u64,
+        predicted,
+    })
 }
 
 /// Regression figures, each averaged uniformly over outputs (as
