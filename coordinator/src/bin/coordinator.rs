@@ -141,12 +141,25 @@ fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut Cli::command(), "coordinator", out);
 }
 
-fn init_logs(format: &str) {
+/// Logs to stderr in `format`. Lines are written by a thread of their own
+/// (`tracing_appender::non_blocking`): a call, or the store's writer inside
+/// its transaction, formats its line and goes on, instead of waiting for a
+/// `write` to stderr (which can be a slow pipe or journal on a cluster's
+/// head node). None is dropped: when the buffer is full, logging waits as
+/// before. The returned guard writes what is left when dropped; hold it
+/// until the end.
+fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (stderr, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ridgeline-logs")
+        .finish(std::io::stderr());
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(stderr);
     if format == "json" {
         builder
             .json()
@@ -156,6 +169,7 @@ fn init_logs(format: &str) {
     } else {
         builder.init();
     }
+    guard
 }
 
 /// `--http-listen`: `off`, `auto` (the gRPC address, port + 1) or an
@@ -223,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_roots,
             http_listen,
         } => {
-            init_logs(&cli.log_format);
+            let _logs = init_logs(&cli.log_format);
             let mut config = ServerConfig::new(data_dir);
             config.data_roots = ridgeline_common::spec::DataRoots::new(&data_roots)
                 .map_err(|e| anyhow::anyhow!(e))?;
@@ -282,9 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client(cmd) => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                init_logs(&cli.log_format);
-            }
+            let _logs = std::env::var_os("RUST_LOG")
+                .is_some()
+                .then(|| init_logs(&cli.log_format));
             let bearer = ridgeline_coordinator::client::Bearer::from_env(cli.token_file.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
             let tls = ClientTls::load(cli.tls_ca.as_deref(), None, None)

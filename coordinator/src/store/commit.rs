@@ -16,6 +16,9 @@
 //! committed with the other deferred ones: a heartbeat costs no commit of
 //! its own, and the changes after it see its renewals.
 //!
+//! The writer does not copy the write-ahead log back into the database
+//! itself: [`super::wal`] does, from a thread of its own.
+//!
 //! A change that fails (a refused report, a job that is not found) is rolled
 //! back to its savepoint and answered with its error; the rest of the batch
 //! goes on. If the transaction itself fails (disk full, I/O error, a failure
@@ -31,10 +34,15 @@ use std::time::Instant;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
+use super::wal::Checkpointer;
 use crate::error::{CoordError, Result};
 
 /// The most changes committed together (a bound on one transaction's size
-/// and on how long the first of them waits for the last).
+/// and on how long the first of them waits for the last). Smaller batches
+/// answer the first of a thousand simultaneous calls sooner but commit more
+/// often: at 64, each worker's first Lease in `--ray` came ~0.2 points
+/// sooner and its last Complete as much later (bench/RESULTS.md, "After
+/// step 8"), so 512 stays.
 const MAX_BATCH: usize = 512;
 
 /// The most deferred changes held before they are committed, whatever
@@ -172,9 +180,10 @@ impl<E: Send + 'static> GroupCommit<E> {
         publish: impl FnMut(Vec<E>) + Send + 'static,
     ) -> Result<GroupCommit<E>> {
         let (queue, rx) = mpsc::channel();
+        let checkpointer = Checkpointer::start(&conn)?;
         let thread = std::thread::Builder::new()
             .name("ridgeline-store-writer".into())
-            .spawn(move || writer(conn, rx, publish))
+            .spawn(move || writer(conn, checkpointer, rx, publish))
             .map_err(|e| CoordError::Internal(format!("cannot start the store's writer: {e}")))?;
         Ok(GroupCommit {
             queue: Some(queue),
@@ -234,6 +243,7 @@ impl<E> Drop for GroupCommit<E> {
 
 fn writer<E>(
     mut conn: Connection,
+    checkpointer: Option<Checkpointer>,
     rx: mpsc::Receiver<Message<E>>,
     mut publish: impl FnMut(Vec<E>),
 ) {
@@ -273,6 +283,9 @@ fn writer<E>(
             continue;
         }
         write(&mut conn, &mut deferred, batch, &mut publish);
+        if let Some(c) = &checkpointer {
+            c.committed();
+        }
     }
     // Stopping: what was deferred is still committed.
     if !deferred.is_empty() {
@@ -379,6 +392,39 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
+    }
+
+    /// The writer's commits reach the database file while it runs: with
+    /// SQLite's own checkpoints off in the writer, [`super::super::wal`]
+    /// copies its log back (fails if the writer stops nudging it).
+    #[tokio::test]
+    async fn the_writer_s_commits_are_checkpointed_while_it_runs() {
+        let (dir, gc, _published) = open();
+        let path = dir.path().join("t.db");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        for k in 0..100i64 {
+            gc.run(Box::new(move |tx, _| {
+                tx.execute("INSERT INTO t(k, v) VALUES (?1, 0)", [k])?;
+                tx.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS big (b BLOB);
+                     INSERT INTO big VALUES (zeroblob(40000));",
+                )?;
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        }
+        let start = Instant::now();
+        while size() < before + 100 * 40000 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the database file stayed at {} bytes",
+                size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows(&dir).len(), 100);
     }
 
     /// Many changes at once: each is answered with its own result, a
