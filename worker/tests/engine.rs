@@ -514,6 +514,16 @@ fn hand_written_step_reports_divergence_as_autograd_does() {
     }
 }
 
+/// `f` on a rayon pool of `threads` threads (what the engine's ops and
+/// evaluation split their work over).
+fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 /// The hand-written step gives the same numbers run after run, and whatever
 /// the number of threads (gemms large enough to be split over threads
 /// here: 64 × 200 × 512).
@@ -529,11 +539,7 @@ fn hand_written_step_is_deterministic_and_thread_independent() {
     let data = load(&s);
     let reg = ModelRegistry::default();
     let train = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let mut t = Trainer::new(&s, data.clone(), &Device::Cpu, &reg).unwrap();
             assert!(t.uses_direct_step());
             let mut c = Collect::default();
@@ -597,11 +603,7 @@ lr = { kind = "constant", lr = 0.003 }
         let data = load(&s);
         let reg = ModelRegistry::default();
         let figures = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let mut t = Trainer::new(&s, data.clone(), &Device::Cpu, &reg).unwrap();
                 t.run(1, &mut Collect::default()).unwrap();
                 let net = t.network();

@@ -204,6 +204,9 @@ fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
 
 fn main() -> std::process::ExitCode {
     let cli: Cli = ridgeline_common::cli_config::parse();
+    // Still one thread, and SQLite not yet used: its process-wide settings
+    // can change (this one cannot fail then).
+    ridgeline_coordinator::store::configure_sqlite();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -165,37 +165,30 @@ pub fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
     })
 }
 
-/// Turns off SQLite's memory statistics, once per process, before its
-/// first connection. With them on (the default), every allocation SQLite
-/// makes takes a process-wide mutex: profiled under load, mutex lock and
-/// unlock were ~9 % of the store writer's time. The coordinator reads none
-/// of those statistics.
-fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `sqlite3_config` takes an int for this option and is
-        // only allowed before SQLite initialises; later (another
-        // connection opened first, e.g. in a test) it returns
-        // SQLITE_MISUSE and changes nothing, which is fine.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_config(
-                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            )
-        };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(
-                rc,
-                "SQLite was initialised before the store: memory statistics stay on"
-            );
-        }
-    });
+/// Turns off SQLite's memory statistics. With them on (the default), every
+/// allocation SQLite makes takes a process-wide mutex: profiled under load,
+/// mutex lock and unlock were ~9 % of the store writer's time. The
+/// coordinator reads none of those statistics.
+///
+/// Call it once at the start of the process, before any thread uses
+/// SQLite (`sqlite3_config` is not thread-safe); `coordinator serve` does.
+/// Once SQLite is initialised it refuses (`SQLITE_MISUSE`) and changes
+/// nothing, which this reports as `false`.
+pub fn configure_sqlite() -> bool {
+    // SAFETY: this option takes one int; the caller runs it before any
+    // other thread can be inside SQLite (see above).
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+            0 as std::os::raw::c_int,
+        )
+    };
+    rc == rusqlite::ffi::SQLITE_OK
 }
 
 impl Store {
     /// Opens (or creates) the database `ridgeline.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        configure_sqlite();
         std::fs::create_dir_all(dir)
             .map_err(|e| CoordError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         check_writable(dir)?;

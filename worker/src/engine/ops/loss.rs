@@ -42,11 +42,20 @@ fn labels(s: &CpuStorage, l: &Layout, classes: usize) -> Result<Vec<usize>> {
     Ok(v)
 }
 
-fn check(ll: &Layout, yl: &Layout) -> Result<(usize, usize)> {
-    match (ll.dims(), yl.dims()) {
-        (&[b, c], &[b2]) if b == b2 && c > 0 => Ok((b, c)),
+/// An op's logits (`[B, C]` f32, contiguous), its labels (`[B]`, each
+/// below C) and C.
+fn inputs<'a>(
+    ls: &'a CpuStorage,
+    ll: &Layout,
+    ys: &CpuStorage,
+    yl: &Layout,
+) -> Result<(&'a [f32], Vec<usize>, usize)> {
+    let classes = match (ll.dims(), yl.dims()) {
+        (&[b, c], &[b2]) if b == b2 && c > 0 => c,
         (l, y) => candle_core::bail!("cross entropy of logits {l:?} with labels {y:?}"),
-    }
+    };
+    let x = contiguous_f32(ls, ll, "cross entropy logits")?;
+    Ok((x, labels(ys, yl, classes)?, classes))
 }
 
 /// The forward kernel: the mean over rows of `x[B, classes]` of
@@ -105,9 +114,7 @@ impl CustomOp2 for CrossEntropy {
         ys: &CpuStorage,
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, classes) = check(ll, yl)?;
-        let x = contiguous_f32(ls, ll, "cross entropy logits")?;
-        let y = labels(ys, yl, classes)?;
+        let (x, y, classes) = inputs(ls, ll, ys, yl)?;
         let mean = cross_entropy_forward(x, &y, classes);
         Ok((CpuStorage::F32(vec![mean]), Shape::from(())))
     }
@@ -194,9 +201,7 @@ impl CustomOp2 for Summarize {
         ys: &CpuStorage,
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, classes) = check(ll, yl)?;
-        let x = contiguous_f32(ls, ll, "classification logits")?;
-        let y = labels(ys, yl, classes)?;
+        let (x, y, classes) = inputs(ls, ll, ys, yl)?;
         let mut out = vec![0f64; classes + 2];
         summarize_forward(x, &y, classes, &mut out);
         Ok((CpuStorage::F64(out), Shape::from(classes + 2)))
@@ -220,13 +225,11 @@ impl CustomOp3 for CrossEntropyGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (batch, classes) = check(ll, yl)?;
-        let x = contiguous_f32(ls, ll, "cross entropy logits")?;
-        let y = labels(ys, yl, classes)?;
+        let (x, y, classes) = inputs(ls, ll, ys, yl)?;
         let &[g] = contiguous_f32(gs, gl, "cross entropy output gradient")? else {
             candle_core::bail!("cross entropy: output gradient is not a scalar")
         };
-        let mut out = vec![0f32; batch * classes];
+        let mut out = vec![0f32; x.len()];
         cross_entropy_grad(x, &y, classes, g, &mut out);
         Ok((CpuStorage::F32(out), ll.shape().clone()))
     }

@@ -35,11 +35,14 @@ pub fn evaluate(
 /// (the line search's fast path computes them from cached first-layer
 /// outputs).
 ///
-/// On the CPU the batches run in parallel on rayon's pool (the task's
-/// threads), each batch computed as it would be alone, and their figures
-/// are combined in batch order: the result does not depend on the thread
-/// count. For the small models, whose ops are too small to split, this is
-/// where a second thread helps.
+/// On the CPU, with more than one thread in rayon's pool (the task's
+/// threads), the batches run in parallel, each computed as it would be
+/// alone, and their figures are combined in batch order: the result does
+/// not depend on the thread count. For the small models, whose ops are too
+/// small to split, this is where a second thread helps. With one thread
+/// they run here, on the caller's thread, as before: a worker whose slots
+/// share a one-thread pool would otherwise queue its tasks' evaluations
+/// behind each other.
 pub(crate) fn evaluate_with(
     split: &Split,
     task: Task,
@@ -57,7 +60,7 @@ pub(crate) fn evaluate_with(
         let x = split.x.narrow(0, start, len)?;
         Ok((forward(i, &x)?, split.y.narrow(0, start, len)?))
     };
-    let parallel = split.x.device().is_cpu() && batches > 1;
+    let parallel = split.x.device().is_cpu() && batches > 1 && rayon::current_num_threads() > 1;
     match task {
         Task::Classification => {
             let figures = per_batch(parallel, batches, |i| {
