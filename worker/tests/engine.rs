@@ -46,6 +46,25 @@ lr = { kind = "constant", lr = 0.05 }
 momentum = { kind = "constant", value = 0.9 }
 "#;
 
+const NEURONS_MLP: &str = r#"
+epochs = 4
+batch_size = 32
+[data]
+standardize_targets = true
+[data.source]
+kind = "neurons"
+n_train = 800
+n_heldout = 200
+image_size = 8
+[model]
+kind = "mlp"
+hidden = [64]
+[optimizer]
+kind = "adam"
+[schedule]
+lr = { kind = "constant", lr = 0.003 }
+"#;
+
 const GLYPHS_CNN: &str = r#"
 epochs = 3
 batch_size = 32
@@ -112,26 +131,7 @@ fn cnn_on_glyphs_learns_well_above_chance() {
 
 #[test]
 fn regression_reports_r2_and_pearson() {
-    let s = spec(
-        r#"
-epochs = 4
-batch_size = 32
-[data]
-standardize_targets = true
-[data.source]
-kind = "neurons"
-n_train = 800
-n_heldout = 200
-image_size = 8
-[model]
-kind = "mlp"
-hidden = [64]
-[optimizer]
-kind = "adam"
-[schedule]
-lr = { kind = "constant", lr = 0.003 }
-"#,
-    );
+    let s = spec(NEURONS_MLP);
     let (reports, outcome, _) = run(&s);
     assert_eq!(outcome, RunOutcome::Completed { epoch: 4 });
     let last = reports.last().unwrap();
@@ -579,25 +579,9 @@ fn resume_is_exact_with_the_hand_written_cnn_step() {
 /// not divide the data.
 #[test]
 fn evaluation_and_line_searches_do_not_depend_on_the_thread_count() {
-    let regression = r#"
-epochs = 1
-batch_size = 32
-[data.source]
-kind = "neurons"
-n_train = 300
-n_heldout = 100
-image_size = 8
-[model]
-kind = "mlp"
-hidden = [32]
-[optimizer]
-kind = "adam"
-[schedule]
-lr = { kind = "constant", lr = 0.003 }
-"#;
     for text in [
         TABULAR_MLP.replace("epochs = 4", "epochs = 1"),
-        regression.into(),
+        NEURONS_MLP.replace("epochs = 4", "epochs = 1"),
     ] {
         let s = spec(&text);
         let data = load(&s);
