@@ -423,7 +423,9 @@ async fn a_killed_coordinator_restarts_on_its_data_dir_and_the_job_completes() {
         ridgeline_common::proto::v1::job_service_client::JobServiceClient::connect(url.clone())
             .await
             .unwrap();
-    let text = tabular_ramp(2, 4, 1, 3000, None);
+    // Enough work (16 chunks of 20,000 examples) that the job is still
+    // running when two chunks are done, however fast the engine.
+    let text = tabular_ramp(2, 8, 1, 20_000, None);
     let job = submit(&mut client, &text).await.unwrap();
     let _a = spawn_worker(&url, "a", 1, &dir.path().join("a"));
     let _b = spawn_worker(&url, "b", 1, &dir.path().join("b"));
@@ -468,7 +470,11 @@ async fn a_worker_shutting_down_hands_back_its_queued_task() {
     // A long TTL: tasks must come back through the hand-back.
     let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(60)).await;
     let mut client = c.jobs().await;
-    let text = SLOW_CNN_RAMP.replace("replicates = 1", "replicates = 3");
+    // Chunks long enough (4,000 examples × 3 epochs) that the running one
+    // cannot end within the shutdown grace on a fast machine.
+    let text = SLOW_CNN_RAMP
+        .replace("replicates = 1", "replicates = 3")
+        .replace("n_train = 1000", "n_train = 4000");
     let job = submit(&mut client, &text).await.unwrap();
     let stop = CancellationToken::new();
     let mut cfg = WorkerConfig::new(c.url(), "ahead");

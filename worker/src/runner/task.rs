@@ -428,7 +428,9 @@ async fn execute(
         })
         .await
     };
-    let engine_ms = engine_started.elapsed().as_millis() as u64;
+    // Rounded up: a task whose engine ran reports at least 1 ms (a small
+    // chunk on a fast machine takes less, and truncating made it 0).
+    let engine_ms = engine_started.elapsed().as_micros().div_ceil(1000) as u64;
     // What is left (the upload, the last reports, Complete) needs no slot:
     // a queued task may start now, and its claim ride with this Complete.
     let (started, queued_started) = tokio::sync::oneshot::channel();
