@@ -120,6 +120,25 @@ fn the_engine_bench_prints_every_row() {
 }
 
 #[test]
+fn the_slots_bench_compares_the_pools() {
+    let exe = bench_exe("ridgeline-worker", "slots");
+    let stdout = run_bench(&exe, &["--quick"], Duration::from_secs(600));
+    for model in ["mlp_784_256_10", "cnn_small"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(model))
+            .unwrap_or_else(|| panic!("no {model} row in:\n{stdout}"));
+        // Name, examples, three rates and the ratio, all finite.
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.len(), 6, "{row}");
+        for c in &cols[2..] {
+            let v: f64 = c.trim_end_matches('×').parse().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "`{c}` in {row}");
+        }
+    }
+}
+
+#[test]
 fn the_procedure_bench_splits_the_wall_time() {
     let exe = bench_exe("ridgeline-worker", "procedure");
     let stdout = run_bench(&exe, &["--smoke"], Duration::from_secs(900));

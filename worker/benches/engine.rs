@@ -27,17 +27,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use rand_distr::{Distribution, StandardNormal};
+use candle_core::Device;
 use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
-use ridgeline_common::{
-    DataSpec, DatasetSource, MetricKind, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
-};
-use ridgeline_worker::engine::data::{Dataset, Split};
+use ridgeline_common::{MetricKind, ModelSpec, Task};
 use ridgeline_worker::engine::landscape::{self, DirectionOptions, EvalOptions};
 use ridgeline_worker::engine::model::ModelRegistry;
-use ridgeline_worker::engine::rng;
 use ridgeline_worker::engine::train::{self, Flow, Trainer};
+
+mod common;
 
 const EVAL_BATCH: usize = 1024;
 
@@ -88,30 +85,6 @@ fn cases() -> Vec<Case> {
             quick_n: 256,
         },
     ]
-}
-
-fn random_dataset(shape: &[usize], n: usize, dev: &Device) -> Dataset {
-    let el: usize = shape.iter().product();
-    let mut r = rng::stream(0, "bench", 0);
-    let x: Vec<f32> = (0..n * el).map(|_| StandardNormal.sample(&mut r)).collect();
-    let y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 10).collect();
-    let mut dims = vec![n];
-    dims.extend_from_slice(shape);
-    let split = |x: &[f32], y: &[u32], len: usize, dims: Vec<usize>| Split {
-        x: Tensor::from_slice(x, dims, dev).expect("bench data"),
-        y: Tensor::from_slice(y, len, dev).expect("bench data"),
-        len,
-    };
-    let mut hd = vec![1];
-    hd.extend_from_slice(shape);
-    Dataset {
-        name: "random".into(),
-        task: Task::Classification,
-        input_shape: shape.to_vec(),
-        outputs: 10,
-        train: split(&x, &y, n, dims),
-        heldout: split(&x[..el], &y[..1], 1, hd),
-    }
 }
 
 static BEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -181,19 +154,8 @@ fn main() {
             continue;
         }
         let n = if quick { case.quick_n } else { case.n };
-        let data = Arc::new(random_dataset(&case.shape, n, &dev));
-        let spec = RunSpec {
-            data: DataSpec::new(DatasetSource::Glyphs(Default::default())), // not used: data given directly
-            model: case.model.clone(),
-            optimizer: OptimizerSpec::sgd(),
-            schedule: ScheduleSpec::constant(0.01, Some(0.9)),
-            epochs: 1_000_000,
-            batch_size: 64,
-            seed: 0,
-            train_eval_size: 1,
-            report_every_batches: None,
-            metric: None,
-        };
+        let data = Arc::new(common::random_dataset(&case.shape, n, &dev));
+        let spec = common::train_spec(case.model.clone());
         let train_pass = |t: &mut Trainer| {
             let mut epoch = 0;
             timed(repeats, || {

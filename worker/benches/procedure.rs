@@ -198,6 +198,8 @@ async fn run(args: Args) -> Result<()> {
         let mut cfg = WorkerConfig::new(url.clone(), format!("bench-worker-{i}"));
         cfg.cache_dir = dir.path().join(format!("cache-{i}"));
         cfg.lease_ahead = args.lease_ahead;
+        // The workers share this machine: each gets its share of the cores.
+        cfg.threads = Some(device::threads_per_slot(WORKERS, device::cores()));
         workers.push(tokio::spawn(runner::run(cfg, stop.clone())));
     }
     let mut jobs = client::connect(&url, &client::Credentials::none()).await?;
@@ -370,8 +372,7 @@ fn main() {
         }
     };
     // Before any thread starts: each worker gets its share of the cores.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    device::configure_threads(WORKERS, cores);
+    device::configure_threads(device::threads_per_slot(WORKERS, device::cores()));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -25,8 +25,7 @@ const WORKERS: usize = 2;
 
 fn main() -> anyhow::Result<()> {
     // Before any thread starts: each worker gets its share of the cores.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    device::configure_threads(WORKERS, cores);
+    device::configure_threads(device::threads_per_slot(WORKERS, device::cores()));
     tokio::runtime::Runtime::new()?.block_on(demo())
 }
 
@@ -53,6 +52,8 @@ async fn demo() -> anyhow::Result<()> {
     for i in 0..WORKERS {
         let mut cfg = WorkerConfig::new(url.clone(), format!("demo-worker-{i}"));
         cfg.cache_dir = out.join(format!("cache-{i}"));
+        // The workers share this machine: each gets its share of the cores.
+        cfg.threads = Some(device::threads_per_slot(WORKERS, device::cores()));
         workers.push(tokio::spawn(runner::run(cfg, stop.clone())));
     }
     println!("{WORKERS} workers started\n");

@@ -40,10 +40,7 @@ fn print(r: &EpochReport) -> Flow {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    device::configure_threads(
-        1,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
+    device::configure_threads(device::cores());
     let dev = Device::Cpu;
     let reg = ModelRegistry::default();
     let ramp: RunSpec = toml::from_str(SPEC)?;

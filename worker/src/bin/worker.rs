@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use ridgeline_common::auth::Bearer;
 use ridgeline_common::spec::DataRoots;
 use ridgeline_common::tls::ClientTls;
-use ridgeline_worker::engine::device::configure_threads;
+use ridgeline_worker::engine::device::{configure_threads, cores, threads_per_slot};
 use ridgeline_worker::runner::{self, DeviceChoice, ModelRegistry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -57,6 +57,10 @@ struct Args {
     /// Tasks run at once (the CPU's cores are shared between them).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     slots: u32,
+    /// Threads each slot's task runs on (a thread pool of its own)
+    /// [default: the CPU's cores shared out among the slots].
+    #[arg(long, env = "RAYON_NUM_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
     /// Tasks held queued beyond --slots, each started the moment a slot
     /// frees (no round trip to the coordinator between tasks). Granted only
     /// from a job with more ready tasks than idle slots; until it starts, a
@@ -139,6 +143,7 @@ impl Args {
             name: self.name.clone().unwrap_or_else(hostname),
             device: self.device,
             slots: self.slots as usize,
+            threads: self.threads.map(|t| t as usize),
             lease_ahead: self.lease_ahead as usize,
             cache_dir: self
                 .cache_dir
@@ -244,8 +249,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Before the runtime starts any thread and before candle runs anything:
     // rayon reads its thread count once, and environment variables must
     // only be set while the process is single-threaded.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    configure_threads(config.slots, cores);
+    let threads = *config
+        .threads
+        .get_or_insert_with(|| threads_per_slot(config.slots, cores()));
+    configure_threads(threads);
     // The async side only moves messages; the engine runs on blocking
     // threads (one per task), so two runtime threads are plenty.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -56,7 +56,7 @@ pub use work::{
     is_retryable, DatasetCache, Engine, Memo, DATASET_CACHE_ENTRIES, DIRECTION_CACHE_ENTRIES,
 };
 
-use crate::engine::device;
+use crate::engine::device::{self, SlotPools};
 use crate::engine::error::EngineError;
 use metrics::WorkerMetrics;
 use rpc::{Backoff, Client, Refusal};
@@ -81,6 +81,9 @@ pub struct WorkerConfig {
     pub device: DeviceChoice,
     /// Tasks run at once.
     pub slots: usize,
+    /// Threads of each slot's own pool, which runs its task's engine work
+    /// on the CPU (`None`: the machine's cores shared out among the slots).
+    pub threads: Option<usize>,
     /// Tasks held queued beyond `slots`, each started the moment a slot
     /// frees (a lease ahead; at most `slots`; 0 for none). The coordinator
     /// grants them only from a job with tasks to spare, and takes one back,
@@ -118,6 +121,7 @@ impl WorkerConfig {
             name: name.into(),
             device: DeviceChoice::Cpu,
             slots: 1,
+            threads: None,
             lease_ahead: 1,
             cache_dir: default_cache_dir(),
             exit_when_idle: None,
@@ -171,6 +175,8 @@ pub(crate) struct Shared {
     /// new id.
     pub(crate) worker_id: watch::Receiver<String>,
     pub(crate) engine: Arc<Engine>,
+    /// Where each task's engine work runs: a thread pool of its own.
+    pub(crate) pools: Arc<SlotPools>,
     pub(crate) artifacts: ArtifactCache,
     /// Cancelled when the shutdown grace is over: every task stops waiting
     /// and hands its attempt back.
@@ -210,6 +216,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             config.slots
         )));
     }
+    if config.threads == Some(0) || config.threads.is_some_and(|t| t > 1024) {
+        return Err(RunnerError::Config(format!(
+            "threads must be between 1 and 1024, not {}",
+            config.threads.unwrap_or_default()
+        )));
+    }
     if config.lease_ahead > config.slots {
         return Err(RunnerError::Config(format!(
             "lease-ahead must be at most the slots ({}), not {}",
@@ -239,6 +251,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         .await
         .map_err(|e| RunnerError::Device(EngineError::Device(e.to_string())))?
         .map_err(RunnerError::Device)?;
+    let threads = config
+        .threads
+        .unwrap_or_else(|| device::threads_per_slot(config.slots, device::cores()));
     let registration = pb::RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         name: config.name.clone(),
@@ -253,6 +268,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         name = %config.name,
         device = %registration.device,
         slots = config.slots,
+        threads,
         lease_ahead = config.lease_ahead,
         "worker starting"
     );
@@ -268,6 +284,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         client,
         worker_id: id_rx,
         engine: Arc::new(Engine::new(device, config.registry.clone())),
+        pools: Arc::new(SlotPools::new(threads)),
         artifacts: ArtifactCache::new(config.cache_dir.clone()),
         hard_stop: CancellationToken::new(),
         data_roots: config.data_roots.clone(),

@@ -397,11 +397,13 @@ async fn execute(
     let engine_started = std::time::Instant::now();
     let joined = {
         let engine = shared.engine.clone();
+        let pools = shared.pools.clone();
         let cache = shared.artifacts.clone();
         let ctl = control.clone();
         let progress = reporter.sender();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        // On the task's own thread pool (see `SlotPools`).
+        tokio::task::spawn_blocking(move || pools.install(move || {
             let _entered = span.enter();
             let artifact = artifact.as_ref().map(|(h, b)| (h.as_str(), b.as_slice()));
             match spec {
@@ -425,7 +427,7 @@ async fn execute(
                     work::line_search(&engine, &t, artifact, &ctl, &progress).map(Output::Searched)
                 }
             }
-        })
+        }))
         .await
     };
     // Rounded up: a task whose engine ran reports at least 1 ms (a small

@@ -1,0 +1,54 @@
+//! What the engine benches share: random classification data and the
+//! training spec they time.
+
+use candle_core::{Device, Tensor};
+use rand_distr::{Distribution, StandardNormal};
+use ridgeline_common::{
+    DataSpec, DatasetSource, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
+};
+use ridgeline_worker::engine::data::{Dataset, Split};
+use ridgeline_worker::engine::rng;
+
+/// `n` examples of `shape` (standard normal, seed 0), ten classes; the
+/// heldout split is one example (the benches time the training split).
+pub fn random_dataset(shape: &[usize], n: usize, dev: &Device) -> Dataset {
+    let el: usize = shape.iter().product();
+    let mut r = rng::stream(0, "bench", 0);
+    let x: Vec<f32> = (0..n * el).map(|_| StandardNormal.sample(&mut r)).collect();
+    let y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 10).collect();
+    let mut dims = vec![n];
+    dims.extend_from_slice(shape);
+    let split = |x: &[f32], y: &[u32], len: usize, dims: Vec<usize>| Split {
+        x: Tensor::from_slice(x, dims, dev).expect("bench data"),
+        y: Tensor::from_slice(y, len, dev).expect("bench data"),
+        len,
+    };
+    let mut hd = vec![1];
+    hd.extend_from_slice(shape);
+    Dataset {
+        name: "random".into(),
+        task: Task::Classification,
+        input_shape: shape.to_vec(),
+        outputs: 10,
+        train: split(&x, &y, n, dims),
+        heldout: split(&x[..el], &y[..1], 1, hd),
+    }
+}
+
+/// SGD with momentum 0.9 at a constant LR, batch 64, for as many epochs
+/// as a bench asks for; the data is given directly, not loaded from the
+/// spec.
+pub fn train_spec(model: ModelSpec) -> RunSpec {
+    RunSpec {
+        data: DataSpec::new(DatasetSource::Glyphs(Default::default())),
+        model,
+        optimizer: OptimizerSpec::sgd(),
+        schedule: ScheduleSpec::constant(0.01, Some(0.9)),
+        epochs: 1_000_000,
+        batch_size: 64,
+        seed: 0,
+        train_eval_size: 1,
+        report_every_batches: None,
+        metric: None,
+    }
+}
