@@ -28,8 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
-use ridgeline_common::{MetricKind, ModelSpec, Task};
+use ridgeline_common::{MetricKind, Task};
 use ridgeline_worker::engine::landscape::{self, DirectionOptions, EvalOptions};
 use ridgeline_worker::engine::model::ModelRegistry;
 use ridgeline_worker::engine::train::{self, Flow, Trainer};
@@ -37,55 +36,6 @@ use ridgeline_worker::engine::train::{self, Flow, Trainer};
 mod common;
 
 const EVAL_BATCH: usize = 1024;
-
-struct Case {
-    name: &'static str,
-    model: ModelSpec,
-    shape: Vec<usize>,
-    n: usize,
-    quick_n: usize,
-}
-
-fn cases() -> Vec<Case> {
-    let mlp = |h| {
-        ModelSpec::Mlp(MlpSpec {
-            hidden: vec![h],
-            activation: Activation::Relu,
-            init: Default::default(),
-        })
-    };
-    vec![
-        Case {
-            name: "mlp_784_256_10",
-            model: mlp(256),
-            shape: vec![784],
-            n: 4096,
-            quick_n: 256,
-        },
-        Case {
-            name: "cnn_small",
-            model: ModelSpec::Cnn(CnnSpec {
-                channels: vec![16, 32],
-                kernel: 3,
-                stride: 1,
-                pool: Pool::Max,
-                dense: vec![],
-                activation: Activation::Relu,
-                init: Default::default(),
-            }),
-            shape: vec![1, 28, 28],
-            n: 2048,
-            quick_n: 128,
-        },
-        Case {
-            name: "mlp_64_128_10",
-            model: mlp(128),
-            shape: vec![64],
-            n: 4096,
-            quick_n: 256,
-        },
-    ]
-}
 
 static BEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -149,7 +99,7 @@ fn main() {
         "{:<16} {:<15} {:>9} {:>14} {:>14} {:>8}",
         "model", "phase", "examples", "candle/s", "pytorch/s", "ratio"
     );
-    for case in cases() {
+    for case in common::cases() {
         if only_model.as_ref().is_some_and(|m| m != case.name) {
             continue;
         }

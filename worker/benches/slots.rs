@@ -26,8 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
-use ridgeline_common::{ModelSpec, RunSpec};
+use ridgeline_common::RunSpec;
 use ridgeline_worker::engine::data::Dataset;
 use ridgeline_worker::engine::device::{self, SlotPools};
 use ridgeline_worker::engine::model::ModelRegistry;
@@ -98,34 +97,6 @@ fn main() {
     std::env::set_var("RAYON_NUM_THREADS", per_slot.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", "1");
     let pools = SlotPools::new(per_slot);
-    let mlp = ModelSpec::Mlp(MlpSpec {
-        hidden: vec![256],
-        activation: Activation::Relu,
-        init: Default::default(),
-    });
-    let cnn = ModelSpec::Cnn(CnnSpec {
-        channels: vec![16, 32],
-        kernel: 3,
-        stride: 1,
-        pool: Pool::Max,
-        dense: vec![],
-        activation: Activation::Relu,
-        init: Default::default(),
-    });
-    let cases = [
-        (
-            "mlp_784_256_10",
-            mlp,
-            vec![784],
-            if quick { 256 } else { 4096 },
-        ),
-        (
-            "cnn_small",
-            cnn,
-            vec![1, 28, 28],
-            if quick { 128 } else { 2048 },
-        ),
-    ];
     println!(
         "{SLOTS} slots on {cores} cores ({per_slot} thread(s) each), one training epoch per task per pass, batch 64, median of {repeats}"
     );
@@ -133,9 +104,13 @@ fn main() {
         "{:<16} {:>9} {:>14} {:>16} {:>16} {:>10}",
         "model", "examples", "alone/s", "shared pool/s", "own pools/s", "own/shared"
     );
-    for (name, model, shape, n) in cases {
+    // MLP 784 and the CNN (the tiny MLP's ops are far too small to use a
+    // pool at all).
+    for case in common::cases().into_iter().take(2) {
+        let (name, shape) = (case.name, case.shape);
+        let n = if quick { case.quick_n } else { case.n };
         let data = Arc::new(common::random_dataset(&shape, n, &Device::Cpu));
-        let spec = common::train_spec(model);
+        let spec = common::train_spec(case.model);
         let mut jobs: Vec<Job> = (0..SLOTS).map(|_| Job::new(&spec, &data)).collect();
         let mut times = [vec![], vec![], vec![]];
         // Warm-up, then the three ways in turn, so that a noisy neighbour

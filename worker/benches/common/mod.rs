@@ -1,8 +1,9 @@
-//! What the engine benches share: random classification data and the
-//! training spec they time.
+//! What the engine benches share: the models they time, random
+//! classification data and the training spec.
 
 use candle_core::{Device, Tensor};
 use rand_distr::{Distribution, StandardNormal};
+use ridgeline_common::spec::{Activation, CnnSpec, MlpSpec, Pool};
 use ridgeline_common::{
     DataSpec, DatasetSource, ModelSpec, OptimizerSpec, RunSpec, ScheduleSpec, Task,
 };
@@ -51,4 +52,55 @@ pub fn train_spec(model: ModelSpec) -> RunSpec {
         report_every_batches: None,
         metric: None,
     }
+}
+
+/// The models of `bench/engine_pytorch.py`: MLP 784-256-10, the small CNN,
+/// the tiny MLP 64-128-10, with their example counts.
+pub struct Case {
+    pub name: &'static str,
+    pub model: ModelSpec,
+    pub shape: Vec<usize>,
+    pub n: usize,
+    pub quick_n: usize,
+}
+
+pub fn cases() -> Vec<Case> {
+    let mlp = |h| {
+        ModelSpec::Mlp(MlpSpec {
+            hidden: vec![h],
+            activation: Activation::Relu,
+            init: Default::default(),
+        })
+    };
+    vec![
+        Case {
+            name: "mlp_784_256_10",
+            model: mlp(256),
+            shape: vec![784],
+            n: 4096,
+            quick_n: 256,
+        },
+        Case {
+            name: "cnn_small",
+            model: ModelSpec::Cnn(CnnSpec {
+                channels: vec![16, 32],
+                kernel: 3,
+                stride: 1,
+                pool: Pool::Max,
+                dense: vec![],
+                activation: Activation::Relu,
+                init: Default::default(),
+            }),
+            shape: vec![1, 28, 28],
+            n: 2048,
+            quick_n: 128,
+        },
+        Case {
+            name: "mlp_64_128_10",
+            model: mlp(128),
+            shape: vec![64],
+            n: 4096,
+            quick_n: 256,
+        },
+    ]
 }
