@@ -987,3 +987,79 @@ async fn a_task_leased_ahead_starts_as_soon_as_the_slot_frees() {
     );
     c.stop().await;
 }
+
+/// A custom model that notes, on every forward pass, the thread it runs on
+/// and the size of the rayon pool its ops would use.
+struct PoolProbe {
+    w: candle_core::Tensor,
+    b: candle_core::Tensor,
+    seen: Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+}
+
+impl ridgeline_worker::engine::model::Model for PoolProbe {
+    fn forward(&self, xs: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push((thread, rayon::current_num_threads()));
+        }
+        xs.flatten_from(1)?
+            .matmul(&self.w.t()?)?
+            .broadcast_add(&self.b)
+    }
+}
+
+/// A worker runs each task's engine work on a rayon pool of its own, of
+/// `threads` threads: never on rayon's global pool, which its slots used
+/// to share (and queue on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_s_tasks_run_on_pools_of_their_own_size() {
+    use ridgeline_worker::engine::model::{Model, ModelContext, ParamBuilder, ParamRole};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("coord"), Duration::from_secs(20)).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut registry = ModelRegistry::default();
+    let noted = seen.clone();
+    registry.register(
+        "pool_probe",
+        move |ctx: &ModelContext, _: &serde_json::Value, pb: &mut ParamBuilder| {
+            let d: usize = ctx.input_shape.iter().product();
+            let w = pb.param("w", (ctx.outputs, d), ParamRole::Weight, d, ctx.outputs)?;
+            let b = pb.param("b", ctx.outputs, ParamRole::Bias, d, ctx.outputs)?;
+            Ok(Box::new(PoolProbe {
+                w,
+                b,
+                seen: noted.clone(),
+            }) as Box<dyn Model>)
+        },
+    );
+    let stop = CancellationToken::new();
+    let mut cfg = WorkerConfig::new(c.url(), "pooled");
+    cfg.cache_dir = dir.path().join("cache");
+    cfg.slots = 2;
+    cfg.threads = Some(3);
+    cfg.registry = registry;
+    let worker = tokio::spawn(runner::run(cfg, stop.clone()));
+    let job = "kind = \"lr_ramp\"\nreplicates = 2\nchunk_epochs = 1\nbatch_size = 32\n\
+               [data.source]\nkind = \"tabular\"\nn_train = 200\nn_heldout = 50\nseed = 5\n\
+               [model]\nkind = \"custom\"\nname = \"pool_probe\"\n\
+               [lr_ramp]\nstart = 0.001\nend = 1.0\nepochs = 2\n";
+    let mut jobs = c.jobs().await;
+    let id = submit(&mut jobs, job).await.expect("submit");
+    let status = wait_for_end(&mut jobs, &id, LIMIT).await;
+    assert_eq!(status.state, pb::JobState::Succeeded as i32, "{status:#?}");
+    stop.cancel();
+    worker.await.expect("worker task").expect("worker");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the model never ran");
+    for (thread, pool) in &seen {
+        assert!(
+            thread.starts_with("ridgeline-slot"),
+            "a forward pass ran on `{thread}`, not on a task's pool"
+        );
+        assert_eq!(
+            *pool, 3,
+            "a task's pool has {pool} threads, not --threads 3"
+        );
+    }
+    c.stop().await;
+}

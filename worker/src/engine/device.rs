@@ -129,11 +129,6 @@ impl SlotPools {
         }
     }
 
-    /// The threads of each pool.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
     /// Runs `work` on a pool no other caller uses until it returns (or
     /// panics: the panic goes on to the caller, the pool back to the free
     /// list). The calling thread waits.
