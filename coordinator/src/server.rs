@@ -80,7 +80,8 @@ pub async fn serve(
     let store = Store::open(&config.data_dir)?;
     let artifacts = Arc::new(ArtifactStore::open(&config.data_dir)?);
     let scheduler = Arc::new(
-        Scheduler::new(store, config.scheduler)?.with_data_roots(config.data_roots.clone()),
+        Scheduler::new(store, artifacts.clone(), config.scheduler)?
+            .with_data_roots(config.data_roots.clone()),
     );
     scheduler.recover().await?;
     // Everything that can refuse to start is checked before anything is

@@ -841,12 +841,20 @@ async fn an_idle_worker_takes_back_a_task_queued_on_a_busy_one() {
     assert_eq!(first.attempt, 1, "{s:#?}");
     assert_eq!(second.attempt, 2, "taken back once: {s:#?}");
     assert_ne!(first.worker_id, second.worker_id, "{s:#?}");
-    // a claimed it as its first task's engine work ended, in that task's
-    // Complete, and was refused (it did not run a stale copy).
+    // a claimed it as its first task's engine work ended, and was refused
+    // once (it did not run a stale copy). The claim rides with that task's
+    // Complete when the Complete follows within `claims::RIDE` (100 ms);
+    // on a loaded machine (the whole suite at once on two cores) it can
+    // come later, and the claim is asked with StartQueued instead.
     let metrics = ridgeline_tests::http_get(http, "/metrics", &[]).await.body;
+    let refused = |via: &str| {
+        metrics.contains(&format!(
+            "ridgeline_queued_starts_total{{answer=\"refused\",via=\"{via}\"}} 1"
+        ))
+    };
     assert!(
-        metrics.contains("ridgeline_queued_starts_total{answer=\"refused\",via=\"complete\"} 1"),
-        "{metrics}"
+        refused("complete") != refused("start_queued"),
+        "refused once, by one of the two calls: {metrics}"
     );
     assert!(!metrics.contains("answer=\"started\""), "{metrics}");
     assert!(

@@ -384,6 +384,25 @@ impl Scheduler {
                 )
                 .collect::<Result<Vec<_>>>()?
         };
+        // The checkpoint it hands on must be in place (uploaded before this
+        // call; a file is only there complete and verified). One `stat`,
+        // before the writer; the row recording it goes in this commit.
+        let checkpoint = if req.checkpoint_hash.is_empty() {
+            None
+        } else {
+            let hash = crate::artifacts::check_hash(&req.checkpoint_hash).map_err(|_| {
+                CoordError::InvalidArgument(format!(
+                    "`checkpoint_hash`: `{}` is not a SHA-256 hex digest",
+                    clip(&req.checkpoint_hash, 80)
+                ))
+            })?;
+            let size = self.artifacts.size(&hash)?.ok_or_else(|| {
+                CoordError::InvalidArgument(format!(
+                    "`checkpoint_hash`: artifact {hash} was not uploaded"
+                ))
+            })?;
+            Some((hash, size))
+        };
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let (ahead, released) = (self.ahead.clone(), self.released.clone());
         self.write(move |tx, published| {
@@ -418,21 +437,8 @@ impl Scheduler {
                     "`checkpoint_hash`: a training chunk that is not the last must hand on a checkpoint".into(),
                 ));
             }
-            if !req.checkpoint_hash.is_empty() {
-                crate::artifacts::check_hash(&req.checkpoint_hash).map_err(|_| {
-                    CoordError::InvalidArgument(format!(
-                        "`checkpoint_hash`: `{}` is not a SHA-256 hex digest",
-                        clip(&req.checkpoint_hash, 80)
-                    ))
-                })?;
-                let known = store::one(tx, "SELECT 1 FROM artifacts WHERE hash = ?1", [&req.checkpoint_hash], |_| Ok(()))
-                    .optional()?;
-                if known.is_none() {
-                    return Err(CoordError::InvalidArgument(format!(
-                        "`checkpoint_hash`: artifact {} was not uploaded",
-                        req.checkpoint_hash
-                    )));
-                }
+            if let Some((hash, size)) = &checkpoint {
+                store::record_artifact(tx, hash, *size, now)?;
             }
             // Started when the worker took it out of its queue: never before
             // its lease, never after now.
@@ -441,7 +447,7 @@ impl Scheduler {
             store::exec(tx,
                 "UPDATE tasks SET state = 'done', checkpoint = ?2, error = '', done_ms = ?3, engine_ms = ?4, started_ms = ?5
                  WHERE id = ?1",
-                params![t.id, req.checkpoint_hash, now, engine_ms, started_ms],
+                params![t.id, checkpoint.as_ref().map_or("", |(h, _)| h.as_str()), now, engine_ms, started_ms],
             )?;
             // The run's next chunk can start now: Leases waiting for work
             // are woken once this is committed.
@@ -498,7 +504,7 @@ impl Scheduler {
             tracing::info!(job_id = %t.job_id, task_id = %t.id, worker_id = %req.worker_id, attempt = t.attempt, "task done");
             // A procedure job decides and plans its next stages; any other
             // job is done when its last task is.
-            if !super::procedure::advance(tx, &t.job_id, now, published)? {
+            if !super::procedure::advance(tx, &t.job_id, &t.stage, now, published)? {
                 // EXISTS stops at the first open task (a COUNT read every
                 // pending task of the job on every completion).
                 let open: bool = store::one(
@@ -703,21 +709,6 @@ impl Scheduler {
             });
         }
         Ok(out)
-    }
-
-    /// Records an uploaded artifact (its file is already in place).
-    pub async fn record_artifact(&self, hash: &str, size: u64) -> Result<()> {
-        let now = now_ms();
-        let hash = hash.to_string();
-        self.write(move |tx, _| {
-            store::exec(
-                tx,
-                "INSERT OR IGNORE INTO artifacts(hash, size, created_ms) VALUES (?1, ?2, ?3)",
-                params![hash, size as i64, now],
-            )?;
-            Ok(())
-        })
-        .await
     }
 }
 

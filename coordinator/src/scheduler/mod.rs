@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::artifacts::ArtifactStore;
 use crate::metrics::{Metrics, Snapshot};
 use ridgeline_common::job::{JobFormat, JobSpec};
 use ridgeline_common::proto::v1 as pb;
@@ -104,6 +105,9 @@ pub struct Scheduler {
     config: SchedulerConfig,
     /// Where a job's data files may be (`serve --data-root`).
     data_roots: DataRoots,
+    /// Uploaded datasets and checkpoints: a job or a chunk may refer only
+    /// to one that is in place.
+    artifacts: Arc<ArtifactStore>,
     metrics: Arc<Metrics>,
     /// Woken after a committed batch of changes that may have made a task
     /// ready: Leases waiting for work look again (see `lease`).
@@ -121,6 +125,8 @@ pub struct Scheduler {
 pub struct PlannedJob {
     spec: JobSpec,
     tasks: Vec<planner::PlannedTask>,
+    /// The uploaded data files it uses (hash, size), recorded with it.
+    artifacts: Vec<(String, u64)>,
 }
 
 pub fn now_ms() -> i64 {
@@ -185,7 +191,11 @@ fn job_change(state: &str, message: &str) -> pb::job_event::Kind {
 impl Scheduler {
     /// Starts the store's writer thread (it stops when the scheduler is
     /// dropped, after committing what was already sent).
-    pub fn new(store: Store, config: SchedulerConfig) -> Result<Scheduler> {
+    pub fn new(
+        store: Store,
+        artifacts: Arc<ArtifactStore>,
+        config: SchedulerConfig,
+    ) -> Result<Scheduler> {
         let (events, _) = broadcast::channel(4096);
         let metrics = Arc::new(Metrics::new());
         let reader = store.reader()?;
@@ -219,6 +229,7 @@ impl Scheduler {
             events,
             config,
             data_roots: DataRoots::any(),
+            artifacts,
             metrics,
             work_ready,
             released,
@@ -301,6 +312,7 @@ impl Scheduler {
         }
         let spec =
             JobSpec::parse(text, format).map_err(|e| CoordError::InvalidArgument(e.to_string()))?;
+        let mut artifacts = vec![];
         for f in spec.data.source.files() {
             if let Some(hash) = ridgeline_common::spec::artifact_hash(f) {
                 let hash = crate::artifacts::check_hash(hash).map_err(|_| {
@@ -309,17 +321,12 @@ impl Scheduler {
                         f.display()
                     ))
                 })?;
-                let known = self
-                    .read()
-                    .query_row("SELECT 1 FROM artifacts WHERE hash = ?1", [&hash], |_| {
-                        Ok(())
-                    })
-                    .optional()?;
-                if known.is_none() {
+                let Some(size) = self.artifacts.size(&hash)? else {
                     return Err(CoordError::InvalidArgument(format!(
                         "`data.source`: artifact {hash} was never uploaded (use `coordinator upload FILE`)"
                     )));
-                }
+                };
+                artifacts.push((hash, size));
             } else if let Err(e) = self.data_roots.check(f) {
                 return Err(CoordError::InvalidArgument(format!("`data.source`: {e}")));
             } else if !f.exists() {
@@ -343,12 +350,20 @@ impl Scheduler {
                 "the job has nothing to run".into(),
             ));
         }
-        Ok(PlannedJob { spec, tasks })
+        Ok(PlannedJob {
+            spec,
+            tasks,
+            artifacts,
+        })
     }
 
     /// Stores a planned job with all its tasks, atomically.
     pub async fn submit(&self, job: PlannedJob) -> Result<JobId> {
-        let PlannedJob { spec, tasks } = job;
+        let PlannedJob {
+            spec,
+            tasks,
+            artifacts,
+        } = job;
         let id = JobId::new();
         let now = now_ms();
         let spec_json = serde_json::to_string(&spec)
@@ -376,6 +391,9 @@ impl Scheduler {
                 ],
             )?;
             insert_tasks(tx, &id.to_string(), 0, &tasks, now)?;
+            for (hash, size) in &artifacts {
+                store::record_artifact(tx, hash, *size, now)?;
+            }
             let ev =
                 store::append_event(tx, &id.to_string(), now, job_change("queued", "submitted"))?;
             published.push(Published {

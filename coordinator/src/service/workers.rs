@@ -247,8 +247,9 @@ impl WorkerService for WorkerApi {
                 first.size, self.max_artifact_bytes
             )));
         }
-        if self.artifacts.path(&hash)?.exists() {
-            self.scheduler.record_artifact(&hash, first.size).await?;
+        // Already in place: nothing to store (and nothing to record: the
+        // transaction that refers to it does, see `crate::artifacts`).
+        if self.artifacts.size(&hash)?.is_some() {
             return Ok(Response::new(pb::UploadArtifactResponse { hash }));
         }
         let mut up = self.artifacts.begin(&hash, first.size).await?;
@@ -257,7 +258,6 @@ impl WorkerService for WorkerApi {
             up.write(&chunk?.data).await?;
         }
         let size = up.finish().await?;
-        self.scheduler.record_artifact(&hash, size).await?;
         tracing::debug!(%hash, size, "artifact stored");
         Ok(Response::new(pb::UploadArtifactResponse { hash }))
     }

@@ -344,6 +344,17 @@ pub fn all_jobs(c: &Connection) -> Result<Vec<JobRow>> {
     Ok(rows)
 }
 
+/// Records an artifact a job or a task refers to (its file is in place:
+/// see [`crate::artifacts`]); once is enough.
+pub fn record_artifact(tx: &Transaction, hash: &str, size: u64, now_ms: i64) -> Result<()> {
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO artifacts(hash, size, created_ms) VALUES (?1, ?2, ?3)",
+        params![hash, size.min(i64::MAX as u64) as i64, now_ms],
+    )?;
+    Ok(())
+}
+
 /// Appends an event to the job's log and returns it with its number.
 pub fn append_event(
     tx: &Transaction,
