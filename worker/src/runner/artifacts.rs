@@ -6,8 +6,9 @@
 //! worker skip the download: a checkpoint this worker uploaded is stored
 //! here first, under the hash the next chunk will ask for.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ridgeline_common::proto::v1 as pb;
@@ -25,28 +26,51 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// before the task fails (a corrupt copy on the coordinator will not heal).
 const CORRUPT_DOWNLOADS: usize = 3;
 
-/// Artifacts on local disk, as `<dir>/<hash>.safetensors`.
+/// The most checkpoints, and bytes, the cache keeps in memory as well
+/// (each slot's last few: the next chunk of a run usually runs on the
+/// worker that made its checkpoint, right after).
+const KEPT: usize = 8;
+const KEPT_BYTES: usize = 256 << 20;
+
+/// Checkpoints kept in memory, by hash.
+type Kept = VecDeque<(String, Arc<Vec<u8>>)>;
+
+/// Artifacts on local disk, as `<dir>/<hash>.safetensors`, and the
+/// checkpoints this worker made last, in memory.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
+    /// Newest last. Bytes this worker made and hashed itself: handed to
+    /// the next chunk without reading and hashing its file again.
+    kept: Arc<Mutex<Kept>>,
+    kept_bytes: usize,
 }
 
 impl ArtifactCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            kept: Arc::default(),
+            kept_bytes: KEPT_BYTES,
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The verified bytes of `hash` if they are cached. A cached copy whose
-    /// content no longer matches its name is deleted (so the next download
-    /// can replace it) and reported as missing.
-    pub fn get(&self, hash: &str) -> Result<Option<Vec<u8>>, EngineError> {
+    /// The verified bytes of `hash` if they are cached: kept in memory (see
+    /// [`ArtifactCache::keep`]), else read from disk and checked. A copy on
+    /// disk whose content no longer matches its name is deleted (so the
+    /// next download can replace it) and reported as missing.
+    pub fn get(&self, hash: &str) -> Result<Option<Arc<Vec<u8>>>, EngineError> {
         check_hash(hash)?;
-        match artifact::fetch(&self.dir, hash) {
-            Ok(bytes) => Ok(Some(bytes)),
+        let hash = hash.to_ascii_lowercase();
+        if let Some((_, bytes)) = self.kept().iter().find(|(h, _)| *h == hash) {
+            return Ok(Some(bytes.clone()));
+        }
+        match artifact::fetch(&self.dir, &hash) {
+            Ok(bytes) => Ok(Some(Arc::new(bytes))),
             Err(EngineError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -54,7 +78,7 @@ impl ArtifactCache {
             }
             Err(EngineError::Artifact(message)) => {
                 tracing::warn!(%hash, %message, "deleting a corrupt cached artifact");
-                let path = self.path(hash);
+                let path = self.path(&hash);
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "cannot delete a corrupt artifact");
                 }
@@ -67,6 +91,28 @@ impl ArtifactCache {
     /// Stores `bytes` under their hash (atomically) and returns the hash.
     pub fn put(&self, bytes: &[u8]) -> Result<String, EngineError> {
         artifact::store(&self.dir, bytes)
+    }
+
+    /// Stores a checkpoint this worker made, and keeps it in memory for
+    /// the run's next chunk (the oldest kept ones make room); returns its
+    /// hash.
+    pub fn keep(&self, bytes: Arc<Vec<u8>>) -> Result<String, EngineError> {
+        let hash = self.put(&bytes)?;
+        let mut kept = self.kept();
+        if !kept.iter().any(|(h, _)| *h == hash) {
+            kept.push_back((hash.clone(), bytes));
+        }
+        while kept.len() > KEPT
+            || kept.iter().map(|(_, b)| b.len()).sum::<usize>() > self.kept_bytes
+        {
+            kept.pop_front();
+        }
+        Ok(hash)
+    }
+
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        // Only ever pushed to and popped: nothing is half-done by a panic.
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where the artifact `hash` is (or would be) kept.
@@ -116,15 +162,15 @@ pub(crate) enum TransferError {
     Failed(String),
 }
 
-/// The artifact `hash`: from the local cache, else downloaded (and then
-/// cached). Transport failures are retried with backoff until the task is
+/// The artifact `hash`, verified: from the local cache, else downloaded
+/// (checked against `hash`, then cached). Transport failures are retried with backoff until the task is
 /// stopped, so a coordinator restart only delays the task.
 pub(crate) async fn obtain(
     client: &Client,
     cache: &ArtifactCache,
     hash: &str,
     control: &TaskControl,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<Arc<Vec<u8>>, TransferError> {
     check_hash(hash).map_err(|e| TransferError::Failed(e.to_string()))?;
     let local = {
         let (cache, hash) = (cache.clone(), hash.to_string());
@@ -153,7 +199,7 @@ pub(crate) async fn obtain(
                     let cache = cache.clone();
                     let stored = tokio::task::spawn_blocking(move || {
                         let r = cache.put(&bytes);
-                        (bytes, r)
+                        (Arc::new(bytes), r)
                     })
                     .await;
                     return match stored {
@@ -324,10 +370,10 @@ mod tests {
 
         assert!(cache.get(&hash).unwrap().is_none(), "empty cache");
         assert_eq!(cache.put(&bytes).unwrap(), hash);
-        assert_eq!(cache.get(&hash).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(cache.get(&hash).unwrap().as_deref(), Some(&bytes));
         assert_eq!(
             cache.get(&hash.to_ascii_uppercase()).unwrap().as_deref(),
-            Some(&bytes[..]),
+            Some(&bytes),
             "hashes are case-insensitive"
         );
 
@@ -342,6 +388,46 @@ mod tests {
 
         let err = cache.get("../../etc/passwd").unwrap_err().to_string();
         assert!(err.contains("not a SHA-256"), "{err}");
+    }
+
+    #[test]
+    fn a_kept_checkpoint_is_handed_on_from_memory_and_the_oldest_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = ArtifactCache::new(dir.path());
+        cache.kept_bytes = 1000;
+        let made: Vec<Vec<u8>> = (0..=KEPT)
+            .map(|i| format!("checkpoint {i}").into_bytes())
+            .collect();
+        let hashes: Vec<String> = made
+            .iter()
+            .map(|b| cache.keep(Arc::new(b.clone())).unwrap())
+            .collect();
+        for (bytes, hash) in made.iter().zip(&hashes) {
+            assert_eq!(*hash, artifact::content_hash(bytes));
+            // On disk too, for a restarted worker.
+            assert_eq!(std::fs::read(cache.file(hash)).unwrap(), *bytes);
+        }
+        // With the files gone, the newest KEPT are still there, in memory
+        // (the same bytes, not read again); the oldest is not.
+        for hash in &hashes {
+            std::fs::remove_file(cache.file(hash)).unwrap();
+        }
+        assert!(
+            cache.get(&hashes[0]).unwrap().is_none(),
+            "the oldest made room"
+        );
+        for (bytes, hash) in made.iter().zip(&hashes).skip(1) {
+            assert_eq!(cache.get(hash).unwrap().as_deref(), Some(bytes));
+        }
+        // Keeping one again does not hold it twice.
+        cache.keep(Arc::new(made[KEPT].clone())).unwrap();
+        assert_eq!(cache.kept().len(), KEPT);
+
+        // Nor more bytes than its budget: one that large leaves only itself.
+        let big = Arc::new(vec![7u8; 1000]);
+        let big_hash = cache.keep(big.clone()).unwrap();
+        assert_eq!(cache.kept().len(), 1);
+        assert!(Arc::ptr_eq(&cache.get(&big_hash).unwrap().unwrap(), &big));
     }
 
     #[test]

@@ -99,9 +99,10 @@ enum Ending {
 
 /// What the engine's thread hands back.
 enum Output {
-    /// With the hash of its checkpoint, if it made one (computed when it
-    /// was put in the local cache, and not again for the upload).
-    Trained(Trained, Option<String>),
+    /// With its checkpoint, if it made one, and the checkpoint's hash
+    /// (computed when it was put in the local cache, and not again for the
+    /// upload).
+    Trained(Trained, Option<(Arc<Vec<u8>>, Option<String>)>),
     Searched(Searched),
 }
 
@@ -408,20 +409,20 @@ async fn execute(
             let artifact = artifact.as_ref().map(|(h, b)| (h.as_str(), b.as_slice()));
             match spec {
                 TaskSpec::Train(t) => {
-                    let out = work::train(&engine, &t, artifact, &ctl, &progress)?;
+                    let mut out = work::train(&engine, &t, artifact, &ctl, &progress)?;
                     // The next chunk of this run, if it lands here, then
-                    // needs no download.
-                    let hash = match &out.checkpoint {
-                        Some(bytes) => match cache.put(bytes) {
-                            Ok(hash) => Some(hash),
+                    // needs no download, nor to read and hash its file.
+                    let checkpoint = out.checkpoint.take().map(|bytes| {
+                        let bytes = Arc::new(bytes);
+                        match cache.keep(bytes.clone()) {
+                            Ok(hash) => (bytes, Some(hash)),
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot keep the checkpoint in the local cache");
-                                None
+                                (bytes, None)
                             }
-                        },
-                        None => None,
-                    };
-                    Ok(Output::Trained(out, hash))
+                        }
+                    });
+                    Ok(Output::Trained(out, checkpoint))
                 }
                 TaskSpec::LineSearch(t) => {
                     work::line_search(&engine, &t, artifact, &ctl, &progress).map(Output::Searched)
@@ -473,13 +474,12 @@ async fn execute(
     };
 
     let (end, checkpoint, epochs_trained) = match output {
-        Output::Trained(t, hash) => {
+        Output::Trained(t, checkpoint) => {
             if matches!(t.outcome, RunOutcome::Stopped { .. }) {
                 return Ending::Stopped;
             }
             tracing::info!(outcome = ?t.outcome, epochs_trained = t.epochs_trained, "training chunk done");
             shared.metrics.trained(t.epochs_trained, t.train_rows);
-            let checkpoint = t.checkpoint.map(|bytes| (Arc::new(bytes), hash));
             ((&t.outcome).into(), checkpoint, t.epochs_trained)
         }
         Output::Searched(s) => {

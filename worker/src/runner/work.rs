@@ -287,8 +287,9 @@ impl Observer for Forward<'_> {
     }
 }
 
-/// Trains one chunk: from `checkpoint` (its hash and bytes) when the chunk
-/// does not start at epoch 0, up to `to_epoch`. A chunk from epoch 0 sends
+/// Trains one chunk: from `checkpoint` (its hash and bytes, verified
+/// against the hash by [`super::artifacts::obtain`], so not hashed again
+/// here) when the chunk does not start at epoch 0, up to `to_epoch`. A chunk from epoch 0 sends
 /// the dataset's summary before its first epoch report.
 pub fn train(
     engine: &Engine,
@@ -312,7 +313,7 @@ pub fn train(
     let train_rows = data.train.len;
     let mut trainer = match checkpoint {
         Some((hash, bytes)) => {
-            let ck = Checkpoint::decode(bytes, Some(hash), &engine.device)?;
+            let ck = Checkpoint::decode(bytes, None, &engine.device)?;
             if ck.epoch != task.from_epoch {
                 return Err(EngineError::Checkpoint(format!(
                     "checkpoint {hash} is at epoch {}, but the chunk starts at epoch {}",
